@@ -1,0 +1,225 @@
+/**
+ * The host an extension is judged against: its os-release, its architecture and
+ * a view of its files. Reading happens in loadHost(); the returned Host answers
+ * lookups from its own cache so rules can call it freely.
+ */
+import {closeSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync} from 'node:fs'
+import {posix} from 'node:path'
+import {HelperError} from '../errors.js'
+import {parseElf} from './elf.js'
+import {type ReleaseFields, parseRelease} from './os-release.js'
+import type {EntryType, Tree} from './tree.js'
+
+export interface HostFile {
+  type: EntryType
+  mode: number
+  uid: number
+}
+
+export interface Host {
+  /** '/' for the running host, else the --host-root directory. */
+  root: string
+  /** The os-release file that was read, as a path inside root. */
+  osReleasePath: string
+  osRelease: ReleaseFields
+  /** systemd's architecture name (x86-64, arm64, ...). */
+  architecture: string
+  /** Directories the dynamic linker searches, as absolute paths inside root. */
+  libraryDirs: string[]
+  /** lstat of an absolute path inside root (symlinks not followed). */
+  lstat(path: string): HostFile | undefined
+  readlink(path: string): string | undefined
+}
+
+/** Node's process.arch -> systemd's architecture names (src/basic/architecture.c). */
+const NODE_TO_SYSTEMD: Record<string, string> = {
+  x64: 'x86-64', ia32: 'x86', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64-le', ppc: 'ppc',
+  s390x: 's390x', s390: 's390', riscv64: 'riscv64', loong64: 'loongarch64', mips: 'mips', mipsel: 'mips-le',
+}
+
+/** Every architecture name systemd accepts in ARCHITECTURE=. */
+export const SYSTEMD_ARCHITECTURES = [
+  'alpha', 'arc', 'arc-be', 'arm', 'arm-be', 'arm64', 'arm64-be', 'cris', 'ia64', 'loongarch64',
+  'm68k', 'mips', 'mips-le', 'mips64', 'mips64-le', 'nios2', 'parisc', 'parisc64', 'ppc', 'ppc-le',
+  'ppc64', 'ppc64-le', 'riscv32', 'riscv64', 's390', 's390x', 'sh', 'sh64', 'sparc', 'sparc64',
+  'tilegx', 'x86', 'x86-64',
+]
+
+export function systemdArchitecture(nodeArch: string = process.arch): string {
+  return NODE_TO_SYSTEMD[nodeArch] ?? nodeArch
+}
+
+function readOsRelease(root: string): {path: string; fields: ReleaseFields} {
+  for (const path of ['/etc/os-release', '/usr/lib/os-release']) {
+    try {
+      const text = readFileSync(posix.join(root, path), 'utf8')
+      return {path, fields: parseRelease(text).fields}
+    } catch {
+      // try the next one, as systemd does
+    }
+  }
+  throw new HelperError('HOST_NO_OS_RELEASE', `No os-release found in '${root}' (looked for /etc/os-release and /usr/lib/os-release).`, {
+    hint: root === '/' ? 'This host has no os-release; systemd-sysext cannot match extensions on it.' : 'Pass --host-root the root directory of an installed system.',
+    exit: 2,
+  })
+}
+
+/** The architecture of the root's /bin/sh (so --host-root works across architectures). */
+function rootArchitecture(root: string): string {
+  if (root === '/') return systemdArchitecture()
+  for (const candidate of ['usr/bin/sh', 'bin/sh', 'usr/bin/bash', 'usr/lib/systemd/systemd']) {
+    let fd: number | undefined
+    try {
+      let path = posix.join(root, candidate)
+      for (let hops = 0; hops < 8 && lstatSync(path).isSymbolicLink(); hops++) {
+        const target = readlinkSync(path)
+        path = target.startsWith('/') ? posix.join(root, target) : posix.join(posix.dirname(path), target)
+      }
+      fd = openSync(path, 'r')
+      const handle = fd
+      const info = parseElf((offset, length) => {
+        const buf = Buffer.alloc(length)
+        return buf.subarray(0, readSync(handle, buf, 0, length, offset))
+      })
+      if (info.architecture) return info.architecture
+    } catch {
+      // not there or not ELF: try the next
+    } finally {
+      if (fd !== undefined) closeSync(fd)
+    }
+  }
+  return systemdArchitecture()
+}
+
+/** ld.so.conf (with include globs of the form DIR/*.conf) plus the built-in directories. */
+function libraryDirs(root: string, lstat: Host['lstat']): string[] {
+  const dirs: string[] = []
+  const readConf = (path: string, depth: number): void => {
+    let text: string
+    try {
+      text = readFileSync(posix.join(root, path), 'utf8')
+    } catch {
+      return
+    }
+    for (const raw of text.split('\n')) {
+      const line = raw.replace(/#.*/, '').trim()
+      if (line === '') continue
+      const include = /^include\s+(.+)$/.exec(line)
+      if (include && depth < 4) {
+        for (const pattern of include[1].split(/\s+/)) {
+          const abs = pattern.startsWith('/') ? pattern : posix.join(posix.dirname(path), pattern)
+          const dir = posix.dirname(abs)
+          const re = new RegExp(`^${posix.basename(abs).replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`)
+          let names: string[] = []
+          try {
+            names = readdirSync(posix.join(root, dir)).filter((n) => re.test(n)).sort()
+          } catch {
+            // no such directory
+          }
+          for (const name of names) readConf(posix.join(dir, name), depth + 1)
+        }
+      } else if (line.startsWith('/')) {
+        dirs.push(line)
+      }
+    }
+  }
+  readConf('/etc/ld.so.conf', 0)
+  dirs.push('/lib64', '/usr/lib64', '/lib', '/usr/lib')
+  return [...new Set(dirs)].filter((dir) => lstat(dir) !== undefined)
+}
+
+export function loadHost(root = '/'): Host {
+  const resolvedRoot = posix.resolve(root)
+  let st
+  try {
+    st = lstatSync(resolvedRoot)
+  } catch {
+    throw new HelperError('HOST_ROOT_NOT_FOUND', `Host root '${root}' does not exist.`, {exit: 2, hint: 'Pass --host-root the root directory of an installed system.'})
+  }
+  if (!st.isDirectory())
+    throw new HelperError('HOST_ROOT_NOT_DIRECTORY', `Host root '${root}' is not a directory.`, {exit: 2, hint: 'Pass --host-root the root directory of an installed system.'})
+  const {path, fields} = readOsRelease(resolvedRoot)
+  const statCache = new Map<string, HostFile | undefined>()
+  const lstat = (p: string): HostFile | undefined => {
+    if (statCache.has(p)) return statCache.get(p)
+    let file: HostFile | undefined
+    try {
+      const s = lstatSync(posix.join(resolvedRoot, p))
+      const type: EntryType = s.isSymbolicLink() ? 'symlink' : s.isFile() ? 'file' : s.isDirectory() ? 'dir' : 'other'
+      file = {type, mode: s.mode, uid: s.uid}
+    } catch {
+      file = undefined
+    }
+    statCache.set(p, file)
+    return file
+  }
+  const readlink = (p: string): string | undefined => {
+    try {
+      return readlinkSync(posix.join(resolvedRoot, p))
+    } catch {
+      return undefined
+    }
+  }
+  return {
+    root: resolvedRoot,
+    osReleasePath: path,
+    osRelease: fields,
+    architecture: rootArchitecture(resolvedRoot),
+    libraryDirs: libraryDirs(resolvedRoot, lstat),
+    lstat,
+    readlink,
+  }
+}
+
+export interface Resolved {
+  /** Final absolute path after following symlinks. */
+  path: string
+  type: EntryType
+  mode: number
+  /** Which layer provided the final file. */
+  source: 'tree' | 'host'
+}
+
+const MERGED_TOP = new Set(['usr', 'opt'])
+
+/**
+ * Resolves an absolute path as it will look on the host once the extension is
+ * merged: /usr and /opt are the tree layered over the host, everything else is
+ * the host. Symlinks are followed (absolute ones from the merged root).
+ * Returns undefined when the path does not exist or a loop is found.
+ */
+export function resolveMerged(tree: Tree | undefined, host: Host, absPath: string): Resolved | undefined {
+  let pending = absPath.split('/').filter((c) => c !== '' && c !== '.')
+  let done: string[] = []
+  let hops = 0
+  while (pending.length > 0) {
+    const component = pending.shift() as string
+    if (component === '..') {
+      done.pop()
+      continue
+    }
+    const candidate = [...done, component]
+    const rel = candidate.join('/')
+    const fromTree = tree && MERGED_TOP.has(candidate[0]) ? tree.entries.get(rel) : undefined
+    const fromHost = fromTree && fromTree.type !== 'dir' ? undefined : host.lstat(`/${rel}`)
+    const type = fromTree?.type ?? fromHost?.type
+    if (type === undefined) return undefined
+    if (type === 'symlink') {
+      if (++hops > 40) return undefined
+      const target = fromTree ? (fromTree.linkTarget as string) : host.readlink(`/${rel}`)
+      if (target === undefined) return undefined
+      const parts = target.split('/').filter((c) => c !== '' && c !== '.')
+      if (target.startsWith('/')) done = []
+      pending = [...parts, ...pending]
+      continue
+    }
+    if (pending.length > 0 && type !== 'dir') return undefined
+    done = candidate
+    if (pending.length === 0) {
+      const source = fromTree ? 'tree' : 'host'
+      const mode = fromTree ? fromTree.mode : (fromHost as HostFile).mode
+      return {path: `/${rel}`, type, mode, source}
+    }
+  }
+  return {path: '/', type: 'dir', mode: 0o40755, source: 'host'}
+}

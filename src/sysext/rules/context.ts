@@ -1,0 +1,19 @@
+import type {Finding} from '../findings.js'
+import type {Host} from '../host.js'
+import type {Tree} from '../tree.js'
+
+export interface RuleContext {
+  tree: Tree
+  host: Host
+  /** The extension name the host will see (image name), when known. */
+  name: string | undefined
+  /** 'flatpak' when the tree is an app's deployed lib/extensions. */
+  origin: 'path' | 'flatpak'
+}
+
+/** A group of rules: their ids with one-line descriptions, and the check. */
+export interface RuleSet {
+  /** rule id -> what it checks (one line; listed by `sysext-helper rules`). */
+  rules: Record<string, string>
+  check(ctx: RuleContext): Finding[]
+}
