@@ -1,6 +1,13 @@
-/** ELF header parsing (placeholder signature; implemented in the executables work). */
+/**
+ * ELF parsing: just enough of the file and program headers and the dynamic
+ * section to tell whether an object can be loaded on a host. Input comes from
+ * extension trees, i.e. from anyone, so every offset and count is checked and
+ * capped; problems end in `malformed`, never in an exception.
+ */
 export interface ElfInfo {
   bits: 32 | 64
+  /** EI_DATA: the loader rejects objects whose byte order differs from the program's. */
+  byteOrder: 'le' | 'be'
   /** e_machine. */
   machine: number
   /** systemd's name for the machine (x86-64, arm64, ...), when known. */
@@ -12,11 +19,201 @@ export interface ElfInfo {
   needed: string[]
   /** DT_RUNPATH, else DT_RPATH, split on ':' ($ORIGIN not expanded). */
   runpath: string[]
+  /** Which tag `runpath` came from: ld.so applies DT_RPATH to the dependencies of dependencies too, DT_RUNPATH only to the object's own. */
+  runpathTag?: 'DT_RUNPATH' | 'DT_RPATH'
   soname?: string
   /** Set when the file is not a well-formed ELF object. */
   malformed?: string
 }
 
-export function parseElf(_read: (offset: number, length: number) => Buffer): ElfInfo {
-  return {bits: 64, machine: 0, type: 'other', needed: [], runpath: []}
+/** Reads up to `length` bytes at `offset`; a short buffer means end of file. */
+export type ElfReader = (offset: number, length: number) => Buffer
+
+const MAX_PHNUM = 512
+const MAX_DYNAMIC = 64 * 1024
+const MAX_NEEDED = 1024
+const MAX_STRING = 4096
+
+const PT_LOAD = 1
+const PT_DYNAMIC = 2
+const PT_INTERP = 3
+
+const DT_NULL = 0
+const DT_NEEDED = 1
+const DT_STRTAB = 5
+const DT_STRSZ = 10
+const DT_SONAME = 14
+const DT_RPATH = 15
+const DT_RUNPATH = 29
+
+const TYPES: Record<number, ElfInfo['type']> = {1: 'rel', 2: 'exec', 3: 'dyn', 4: 'core'}
+
+/** e_machine -> systemd's architecture name (src/basic/architecture.c), by class and byte order. */
+export function architectureOf(machine: number, bits: 32 | 64, byteOrder: 'le' | 'be'): string | undefined {
+  const le = byteOrder === 'le'
+  switch (machine) {
+    case 2: case 18: return 'sparc'
+    case 3: return 'x86'
+    case 4: return 'm68k'
+    case 8: return (bits === 64 ? 'mips64' : 'mips') + (le ? '-le' : '')
+    case 15: return bits === 64 ? 'parisc64' : 'parisc'
+    case 20: return le ? 'ppc-le' : 'ppc'
+    case 21: return le ? 'ppc64-le' : 'ppc64'
+    case 22: return bits === 64 ? 's390x' : 's390'
+    case 40: return le ? 'arm' : 'arm-be'
+    case 42: return bits === 64 ? 'sh64' : 'sh'
+    case 43: return 'sparc64'
+    case 50: return 'ia64'
+    // x32 objects are EM_X86_64 in ELFCLASS32; they run on x86-64 kernels.
+    case 62: return 'x86-64'
+    case 76: return 'cris'
+    case 93: case 195: return le ? 'arc' : 'arc-be'
+    case 113: return 'nios2'
+    case 183: return le ? 'arm64' : 'arm64-be'
+    case 191: return 'tilegx'
+    case 243: return bits === 64 ? 'riscv64' : 'riscv32'
+    case 258: return bits === 64 ? 'loongarch64' : undefined
+    case 0x9026: return 'alpha'
+    default: return undefined
+  }
+}
+
+interface Segment {
+  vaddr: number
+  offset: number
+  filesz: number
+}
+
+class Malformed extends Error {}
+
+export function parseElf(read: ElfReader): ElfInfo {
+  const info: ElfInfo = {bits: 64, byteOrder: 'le', machine: 0, type: 'other', needed: [], runpath: []}
+  try {
+    parseInto(read, info)
+  } catch (error) {
+    info.malformed = error instanceof Malformed ? error.message : `cannot be read: ${(error as Error).message ?? String(error)}`
+  }
+  return info
+}
+
+function parseInto(read: ElfReader, info: ElfInfo): void {
+  /** Exactly `length` bytes at `offset`, or Malformed naming `what`. */
+  const readExact = (offset: number, length: number, what: string): Buffer => {
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new Malformed(`${what} has an invalid file offset`)
+    const buf = read(offset, length)
+    if (buf.length < length) throw new Malformed(`${what} extends past the end of the file`)
+    return buf
+  }
+
+  const ident = readExact(0, 16, 'ELF identification')
+  if (ident.readUInt32BE(0) !== 0x7f454c46) throw new Malformed('no ELF magic')
+  if (ident[4] !== 1 && ident[4] !== 2) throw new Malformed(`unknown ELF class ${ident[4]}`)
+  if (ident[5] !== 1 && ident[5] !== 2) throw new Malformed(`unknown ELF byte order ${ident[5]}`)
+  if (ident[6] !== 1) throw new Malformed(`unknown ELF version ${ident[6]}`)
+  const is64 = ident[4] === 2
+  const le = ident[5] === 1
+  info.bits = is64 ? 64 : 32
+  info.byteOrder = le ? 'le' : 'be'
+
+  const u16 = (b: Buffer, at: number): number => (le ? b.readUInt16LE(at) : b.readUInt16BE(at))
+  const u32 = (b: Buffer, at: number): number => (le ? b.readUInt32LE(at) : b.readUInt32BE(at))
+  // Values above 2^53 cannot be valid offsets here; Number() keeps them huge so range checks reject them.
+  const u64 = (b: Buffer, at: number): number => Number(le ? b.readBigUInt64LE(at) : b.readBigUInt64BE(at))
+  const word = (b: Buffer, at: number): number => (is64 ? u64(b, at) : u32(b, at))
+
+  const header = readExact(0, is64 ? 64 : 52, 'ELF header')
+  info.type = TYPES[u16(header, 16)] ?? 'other'
+  info.machine = u16(header, 18)
+  info.architecture = architectureOf(info.machine, info.bits, info.byteOrder)
+
+  const phoff = word(header, is64 ? 32 : 28)
+  const phentsize = u16(header, is64 ? 54 : 42)
+  const phnum = u16(header, is64 ? 56 : 44)
+  if (phnum === 0) return
+  if (phnum > MAX_PHNUM) throw new Malformed(`${phnum} program headers (more than ${MAX_PHNUM})`)
+  if (phentsize < (is64 ? 56 : 32)) throw new Malformed(`program header size ${phentsize} is too small`)
+  const table = readExact(phoff, phentsize * phnum, 'program header table')
+
+  const loads: Segment[] = []
+  let interp: Segment | undefined
+  let dynamic: Segment | undefined
+  for (let i = 0; i < phnum; i++) {
+    const at = i * phentsize
+    const segment: Segment = is64
+      ? {offset: u64(table, at + 8), vaddr: u64(table, at + 16), filesz: u64(table, at + 32)}
+      : {offset: u32(table, at + 4), vaddr: u32(table, at + 8), filesz: u32(table, at + 16)}
+    const type = u32(table, at)
+    if (type === PT_LOAD) loads.push(segment)
+    else if (type === PT_INTERP) interp ??= segment
+    else if (type === PT_DYNAMIC) dynamic ??= segment
+  }
+
+  if (interp) {
+    if (interp.filesz > MAX_STRING) throw new Malformed(`PT_INTERP is ${interp.filesz} bytes long`)
+    const raw = readExact(interp.offset, interp.filesz, 'PT_INTERP')
+    const nul = raw.indexOf(0)
+    info.interpreter = raw.subarray(0, nul === -1 ? raw.length : nul).toString('latin1')
+  }
+
+  if (!dynamic) return
+  const entrySize = is64 ? 16 : 8
+  const count = Math.min(Math.floor(dynamic.filesz / entrySize), MAX_DYNAMIC / entrySize)
+  const dyn = readExact(dynamic.offset, count * entrySize, 'PT_DYNAMIC')
+  let strtab: number | undefined
+  let strsz: number | undefined
+  const neededAt: number[] = []
+  let sonameAt: number | undefined
+  let rpathAt: number | undefined
+  let runpathAt: number | undefined
+  for (let i = 0; i < count; i++) {
+    const at = i * entrySize
+    // d_tag is signed, but every tag read here is small and positive.
+    const tag = is64 ? u64(dyn, at) : u32(dyn, at)
+    const value = word(dyn, at + entrySize / 2)
+    if (tag === DT_NULL) break
+    if (tag === DT_NEEDED) {
+      if (neededAt.length >= MAX_NEEDED) throw new Malformed(`more than ${MAX_NEEDED} DT_NEEDED entries`)
+      neededAt.push(value)
+    } else if (tag === DT_STRTAB) strtab = value
+    else if (tag === DT_STRSZ) strsz = value
+    else if (tag === DT_SONAME) sonameAt = value
+    else if (tag === DT_RPATH) rpathAt = value
+    else if (tag === DT_RUNPATH) runpathAt = value
+  }
+  if (neededAt.length === 0 && sonameAt === undefined && rpathAt === undefined && runpathAt === undefined) return
+  if (strtab === undefined) throw new Malformed('PT_DYNAMIC has strings but no DT_STRTAB')
+
+  // DT_STRTAB is an address in memory; the PT_LOAD segment holding it says where that is in the file.
+  const address = strtab
+  const load = loads.find((s) => address >= s.vaddr && address < s.vaddr + s.filesz)
+  if (!load) throw new Malformed(`DT_STRTAB 0x${address.toString(16)} is not inside any PT_LOAD segment`)
+  const tableOffset = load.offset + (address - load.vaddr)
+  const tableEnd = load.offset + load.filesz
+
+  const string = (index: number, what: string): string => {
+    if (strsz !== undefined && index >= strsz) throw new Malformed(`${what} string offset ${index} is past DT_STRSZ ${strsz}`)
+    const start = tableOffset + index
+    if (!Number.isSafeInteger(start) || start >= tableEnd) throw new Malformed(`${what} string is outside its segment`)
+    const limit = Math.min(MAX_STRING, tableEnd - start)
+    const bytes = read(start, Math.min(256, limit))
+    let nul = bytes.indexOf(0)
+    let buf = bytes
+    if (nul === -1 && bytes.length === 256 && limit > 256) {
+      buf = read(start, limit)
+      nul = buf.indexOf(0)
+    }
+    if (nul === -1) throw new Malformed(`${what} string is not terminated`)
+    return buf.subarray(0, nul).toString('latin1')
+  }
+
+  info.needed = neededAt.map((at) => string(at, 'DT_NEEDED'))
+  if (sonameAt !== undefined) info.soname = string(sonameAt, 'DT_SONAME')
+  // glibc ignores DT_RPATH when DT_RUNPATH is present.
+  if (runpathAt !== undefined) {
+    info.runpath = string(runpathAt, 'DT_RUNPATH').split(':')
+    info.runpathTag = 'DT_RUNPATH'
+  } else if (rpathAt !== undefined) {
+    info.runpath = string(rpathAt, 'DT_RPATH').split(':')
+    info.runpathTag = 'DT_RPATH'
+  }
 }

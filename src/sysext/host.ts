@@ -24,6 +24,8 @@ export interface Host {
   osRelease: ReleaseFields
   /** systemd's architecture name (x86-64, arm64, ...). */
   architecture: string
+  /** systemd version installed in root (from libsystemd-shared-NNN.so), when found. */
+  systemdVersion?: number
   /** Directories the dynamic linker searches, as absolute paths inside root. */
   libraryDirs: string[]
   /** lstat of an absolute path inside root (symlinks not followed). */
@@ -128,6 +130,29 @@ function libraryDirs(root: string, lstat: Host['lstat']): string[] {
   return [...new Set(dirs)].filter((dir) => lstat(dir) !== undefined)
 }
 
+/** systemd ships libsystemd-shared-NNN.so; its name gives the version without running anything. */
+function installedSystemdVersion(root: string): number | undefined {
+  const dirs = ['usr/lib/systemd', 'lib/systemd']
+  try {
+    for (const name of readdirSync(posix.join(root, 'usr/lib')).filter((n) => n.includes('-linux-'))) dirs.push(`usr/lib/${name}/systemd`)
+  } catch {
+    // no /usr/lib
+  }
+  for (const dir of dirs) {
+    let names: string[]
+    try {
+      names = readdirSync(posix.join(root, dir))
+    } catch {
+      continue
+    }
+    for (const name of names) {
+      const match = /^libsystemd-shared-(\d+)/.exec(name)
+      if (match) return Number(match[1])
+    }
+  }
+  return undefined
+}
+
 export function loadHost(root = '/'): Host {
   const resolvedRoot = posix.resolve(root)
   let st
@@ -165,6 +190,7 @@ export function loadHost(root = '/'): Host {
     osReleasePath: path,
     osRelease: fields,
     architecture: rootArchitecture(resolvedRoot),
+    systemdVersion: installedSystemdVersion(resolvedRoot),
     libraryDirs: libraryDirs(resolvedRoot, lstat),
     lstat,
     readlink,

@@ -19,6 +19,7 @@ export interface TreeEntry {
   uid: number
   gid: number
   nlink: number
+  ino: number
   size: number
   /** Symlink target, as stored. */
   linkTarget?: string
@@ -133,12 +134,12 @@ export function scanTree(root: string): Tree {
       try {
         ls = lstatSync(abs)
       } catch (error) {
-        entries.set(rel, {path: rel, type: 'other', mode: 0, uid: -1, gid: -1, nlink: 0, size: 0,
+        entries.set(rel, {path: rel, type: 'other', mode: 0, uid: -1, gid: -1, nlink: 0, ino: 0, size: 0,
           readError: (error as NodeJS.ErrnoException).code ?? String(error)})
         continue
       }
       const entry: TreeEntry = {path: rel, type: entryType(ls), mode: ls.mode, uid: ls.uid, gid: ls.gid,
-        nlink: ls.nlink, size: ls.size}
+        nlink: ls.nlink, ino: ls.ino, size: ls.size}
       entries.set(rel, entry)
       if (entry.type === 'symlink') {
         entry.linkTarget = readlinkSync(abs)
@@ -173,4 +174,12 @@ export function childrenOf(tree: Tree, dir: string): TreeEntry[] {
     out.push(entry)
   }
   return out
+}
+
+/** Top-level directories systemd-sysext merges; everything else in a tree is dropped. */
+export const MERGED_DIRS = ['usr', 'opt']
+
+/** Entries that reach the host: usr/, opt/ and everything below them. */
+export function mergedEntries(tree: Tree): TreeEntry[] {
+  return [...tree.entries.values()].filter((e) => MERGED_DIRS.includes(e.path.split('/', 1)[0]))
 }

@@ -1,0 +1,12 @@
+import {Flags} from '@oclif/core'
+import {usageError} from '../errors.js'
+
+/** Extension names become file names under /var/lib/extensions: keep them to safe characters. */
+export const nameFlag = Flags.string({
+  description: 'Extension name (the image name systemd-sysext sees)',
+  parse: async (value) => {
+    if (!/^[A-Za-z0-9_][A-Za-z0-9_.+-]*$/.test(value) || value.length > 200)
+      throw usageError('INVALID_NAME', `Invalid extension name '${value}'.`, 'Use letters, digits and . _ + - (e.g. the app id).')
+    return value
+  },
+})
