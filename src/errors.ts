@@ -11,6 +11,8 @@ export interface HelperErrorOptions {
   /** Process exit code for the CLI (1 = failure, 2 = usage error). */
   exit?: number
   cause?: unknown
+  /** Structured details for --json (e.g. validation findings, rollback outcome). */
+  data?: Record<string, unknown>
 }
 
 export class HelperError extends Error {
@@ -19,6 +21,7 @@ export class HelperError extends Error {
   readonly step?: string
   readonly file?: string
   readonly exit: number
+  readonly data?: Record<string, unknown>
 
   constructor(code: string, message: string, options: HelperErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : {cause: options.cause})
@@ -28,10 +31,11 @@ export class HelperError extends Error {
     this.step = options.step
     this.file = options.file
     this.exit = options.exit ?? 1
+    this.data = options.data
   }
 
-  toJSON(): {code: string; message: string; hint?: string; step?: string; file?: string} {
-    return {code: this.code, message: this.message, hint: this.hint, step: this.step, file: this.file}
+  toJSON(): {code: string; message: string; hint?: string; step?: string; file?: string; data?: Record<string, unknown>} {
+    return {code: this.code, message: this.message, hint: this.hint, step: this.step, file: this.file, data: this.data}
   }
 }
 

@@ -131,7 +131,8 @@ function parseInto(read: ElfReader, info: ElfInfo): void {
   const phnum = u16(header, is64 ? 56 : 44)
   if (phnum === 0) return
   if (phnum > MAX_PHNUM) throw new Malformed(`${phnum} program headers (more than ${MAX_PHNUM})`)
-  if (phentsize < (is64 ? 56 : 32)) throw new Malformed(`program header size ${phentsize} is too small`)
+  // ld.so rejects any other entry size too.
+  if (phentsize !== (is64 ? 56 : 32)) throw new Malformed(`program header size is ${phentsize}, not ${is64 ? 56 : 32}`)
   const table = readExact(phoff, phentsize * phnum, 'program header table')
 
   const loads: Segment[] = []

@@ -1,6 +1,363 @@
-import type {RuleSet} from './context.js'
+/**
+ * D-Bus system service files and bus policies. Flatpak never exports these,
+ * which is why an app ships them in a system extension; a mistake here means
+ * the service is not activatable, and a wide policy opens the system bus.
+ */
+import {XMLParser, XMLValidator} from 'fast-xml-parser'
+import {parseUnitFile, unitValues} from '../../systemd/unit-file.js'
+import {type Finding, error, warning} from '../findings.js'
+import {resolveMerged} from '../host.js'
+import {parseKeyFile} from '../keyfile.js'
+import {type Tree, childrenOf} from '../tree.js'
+import type {RuleContext, RuleSet} from './context.js'
+
+export const SERVICES_DIR = 'usr/share/dbus-1/system-services'
+export const POLICY_DIR = 'usr/share/dbus-1/system.d'
+export const UNITS_DIR = 'usr/lib/systemd/system'
+const GROUP = 'D-BUS Service'
+
+/**
+ * Why `name` is not a well-known bus name (D-Bus specification, "Bus names"),
+ * or undefined when it is one.
+ */
+export function busNameProblem(name: string): string | undefined {
+  if (name.length > 255) return 'is longer than 255 characters'
+  if (name.startsWith(':')) return 'is a unique connection name, not a well-known name'
+  if (name.startsWith('.')) return "starts with '.'"
+  const elements = name.split('.')
+  if (elements.length < 2) return "has a single element; a bus name needs at least two, separated by '.'"
+  if (elements.some((e) => e === '')) return 'has an empty element'
+  const bad = elements.find((e) => !/^[A-Za-z_-][A-Za-z0-9_-]*$/.test(e))
+  if (bad !== undefined) return `has an invalid element '${bad}' (elements are [A-Za-z_-][A-Za-z0-9_-]*)`
+  return undefined
+}
+
+export interface XmlElement {
+  name: string
+  attrs: Record<string, string>
+  children: XmlElement[]
+  /** Concatenated direct text content, trimmed. */
+  text: string
+  /** 1-based line of the start tag. */
+  line: number
+}
+
+const META = XMLParser.getMetaDataSymbol() as unknown as symbol
+const xmlParser = new XMLParser({
+  preserveOrder: true,
+  ignoreAttributes: false,
+  attributeNamePrefix: '',
+  parseTagValue: false,
+  parseAttributeValue: false,
+  captureMetaData: true,
+})
+
+type OrderedNode = Record<string, unknown> & {':@'?: Record<string, string>}
+
+/**
+ * A well-formed XML document's single root element, or where it is not
+ * well-formed. Shared with the polkit rules.
+ */
+export function parseXml(text: string): {root: XmlElement} | {line: number; message: string} {
+  const valid = XMLValidator.validate(text)
+  if (valid !== true) return {line: valid.err.line, message: valid.err.msg}
+  const lineStarts = [0]
+  for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) lineStarts.push(i + 1)
+  const lineOf = (index: number): number => {
+    let low = 0
+    let high = lineStarts.length - 1
+    while (low < high) {
+      const mid = (low + high + 1) >> 1
+      if (lineStarts[mid] <= index) low = mid
+      else high = mid - 1
+    }
+    return low + 1
+  }
+  const convert = (nodes: OrderedNode[]): {elements: XmlElement[]; text: string} => {
+    const elements: XmlElement[] = []
+    let content = ''
+    for (const node of nodes) {
+      const name = Object.keys(node).find((k) => k !== ':@')
+      if (name === undefined || name.startsWith('?')) continue
+      if (name === '#text') {
+        content += String(node[name])
+        continue
+      }
+      const inner = convert(node[name] as OrderedNode[])
+      const meta = (node as Record<symbol, {startIndex?: number} | undefined>)[META]
+      elements.push({name, attrs: node[':@'] ?? {}, children: inner.elements, text: inner.text.trim(),
+        line: lineOf(meta?.startIndex ?? 0)})
+    }
+    return {elements, text: content}
+  }
+  const top = convert(xmlParser.parse(text) as OrderedNode[]).elements
+  if (top.length !== 1)
+    return {line: top[1]?.line ?? 1, message: top.length === 0 ? 'no root element' : `more than one root element (<${top[0].name}>, <${top[1].name}>)`}
+  return {root: top[0]}
+}
+
+/** All elements below (and including) `element`, depth first. */
+export function descendants(element: XmlElement): XmlElement[] {
+  return [element, ...element.children.flatMap(descendants)]
+}
+
+/** The first word of an Exec= line with the shell quoting dbus-daemon applies (_dbus_shell_parse_argv). */
+function shellFirstWord(value: string): string | undefined {
+  let word = ''
+  let quote: string | undefined
+  for (let i = value.search(/\S|$/); i < value.length; i++) {
+    const c = value[i]
+    if (quote === "'") {
+      if (c === "'") quote = undefined
+      else word += c
+    } else if (c === '\\' && (quote === undefined || '"\\$`'.includes(value[i + 1] ?? ''))) {
+      if (i + 1 >= value.length) return undefined
+      word += value[++i]
+    } else if (quote === '"') {
+      if (c === '"') quote = undefined
+      else word += c
+    } else if (c === '"' || c === "'") {
+      quote = c
+    } else if (/\s/.test(c)) {
+      break
+    } else {
+      word += c
+    }
+  }
+  return quote ? undefined : word
+}
+
+/** Where a unit named `unit` is found after the merge: the tree's units, then the host's unit directories. */
+function findUnit(ctx: RuleContext, unit: string): boolean {
+  const template = /^([^@]+@).+(\.[a-z]+)$/.exec(unit)
+  const names = template ? [unit, `${template[1]}${template[2]}`] : [unit]
+  return names.some((name) => ['/etc/systemd/system', '/usr/lib/systemd/system', '/lib/systemd/system']
+    .some((dir) => resolveMerged(ctx.tree, ctx.host, `${dir}/${name}`) !== undefined))
+}
+
+/** Unit file name in the tree that declares `alias` in [Install] Alias=. */
+export function unitWithAlias(tree: Tree, alias: string): string | undefined {
+  for (const entry of childrenOf(tree, UNITS_DIR)) {
+    if (entry.text === undefined) continue
+    const aliases = unitValues(parseUnitFile(entry.text), 'Install', 'Alias').flatMap((a) => a.value.split(/\s+/))
+    if (aliases.includes(alias)) return entry.path.slice(UNITS_DIR.length + 1)
+  }
+  return undefined
+}
+
+export interface ServiceFile {
+  file: string
+  name: string
+  user: string | undefined
+  systemdService: string | undefined
+}
+
+/** The tree's system service files with a Name= (valid or not), for cross-checks. */
+export function serviceFiles(tree: Tree): ServiceFile[] {
+  const out: ServiceFile[] = []
+  for (const entry of childrenOf(tree, SERVICES_DIR)) {
+    if (!entry.path.endsWith('.service') || entry.text === undefined) continue
+    const group = parseKeyFile(entry.text).groups.find((g) => g.name === GROUP)
+    const name = group?.entries.get('Name')?.value
+    if (name !== undefined)
+      out.push({file: entry.path, name, user: group?.entries.get('User')?.value, systemdService: group?.entries.get('SystemdService')?.value})
+  }
+  return out
+}
+
+function checkService(ctx: RuleContext, file: string, text: string): Finding[] {
+  const findings: Finding[] = []
+  const base = file.slice(SERVICES_DIR.length + 1)
+  const keyFile = parseKeyFile(text)
+  for (const problem of keyFile.problems)
+    findings.push(error('dbus-service-syntax', file, `Line ${problem.line}: ${problem.message}; dbus does not load a service file with syntax errors.`,
+      'Fix the line: service files are key files with [D-BUS Service] and Key=value lines.'))
+  const group = keyFile.groups.find((g) => g.name === GROUP)
+  if (!group) {
+    findings.push(error('dbus-service-group-missing', file, `${base} has no [${GROUP}] group; dbus ignores it.`,
+      `Start the file with [${GROUP}] followed by Name=, Exec=, User= and SystemdService=.`))
+    return findings
+  }
+  const value = (key: string): string | undefined => group.entries.get(key)?.value
+
+  const name = value('Name')
+  const expected = base.slice(0, -'.service'.length)
+  if (name === undefined) {
+    findings.push(error('dbus-service-name-missing', file, `${base} has no Name=; dbus cannot activate it.`,
+      `Add Name=${expected}.`))
+  } else {
+    const problem = busNameProblem(name)
+    if (problem)
+      findings.push(error('dbus-service-name-invalid', file, `Name=${name} ${problem}; it is not a valid well-known bus name.`,
+        'Use a reverse-DNS name such as org.example.App1, and name the file after it.'))
+    if (name !== expected)
+      findings.push(error('dbus-service-name-mismatch', file, `Name=${name} does not match the file name '${base}'; dbus will not activate it.`,
+        `Rename the file to '${name}.service' or set Name=${expected}.`))
+  }
+
+  const user = value('User')
+  const unit = value('SystemdService')
+  if (user === undefined)
+    findings.push(error('dbus-service-user-missing', file, `${base} has no User=; the system bus refuses to activate a service without it.`,
+      'Add User= with the account the service runs as (User=root when the unit drops privileges itself).'))
+  else if (user === 'root' && unit === undefined)
+    findings.push(warning('dbus-service-root-without-unit', file,
+      `User=root without SystemdService=: dbus starts ${value('Exec') ?? 'the service'} as root itself, outside any unit, with no sandboxing, resource limits or journal identity.`,
+      'Ship a unit in usr/lib/systemd/system and point SystemdService= at it, so systemd starts and confines the service.'))
+
+  const exec = value('Exec')
+  if (exec === undefined) {
+    findings.push(error('dbus-service-exec-missing', file, `${base} has no Exec=; dbus-daemon does not load it.`,
+      unit ? 'Add Exec=/bin/false when the service is only started through SystemdService=.' : 'Add Exec= with the absolute path of the service binary.'))
+  } else {
+    const binary = shellFirstWord(exec)
+    if (binary === undefined || !binary.startsWith('/')) {
+      findings.push(error('dbus-service-exec-invalid', file,
+        binary === undefined ? `Exec=${exec} has unbalanced quotes.` : `Exec=${exec} does not start with an absolute path; the system bus does not search PATH.`,
+        'Start Exec= with the absolute path of the binary, e.g. Exec=/usr/libexec/org.example.App1-helper.'))
+    } else {
+      const resolved = resolveMerged(ctx.tree, ctx.host, binary)
+      const problem = resolved === undefined ? 'does not exist in the tree or on the host'
+        : resolved.type !== 'file' ? `is not a regular file (${resolved.path})`
+          : (resolved.mode & 0o111) === 0 ? `is not executable (${resolved.path}, mode ${(resolved.mode & 0o7777).toString(8).padStart(4, '0')})`
+            : undefined
+      if (problem) {
+        const hint = 'Ship the binary under usr/ in the tree (mode 0755) or point Exec= at one the host has.'
+        findings.push(unit
+          ? warning('dbus-service-exec-not-found', file, `Exec=${exec}: ${binary} ${problem}; only used if the bus starts the service without systemd.`, hint)
+          : error('dbus-service-exec-not-found', file, `Exec=${exec}: ${binary} ${problem}; activation fails.`, hint))
+      }
+    }
+  }
+
+  if (unit !== undefined && !findUnit(ctx, unit)) {
+    const declaring = unitWithAlias(ctx.tree, unit)
+    if (declaring)
+      findings.push(warning('dbus-service-unit-alias', file,
+        `SystemdService=${unit} is only an Alias= of ${declaring}; the alias exists after 'systemctl enable ${declaring}', so activation fails until then.`,
+        `Set SystemdService=${declaring}, or enable ${declaring} when installing.`))
+    else
+      findings.push(error('dbus-service-unit-missing', file,
+        `SystemdService=${unit} is neither in the tree's usr/lib/systemd/system nor in the host's /usr/lib/systemd/system, /lib/systemd/system or /etc/systemd/system; activation fails.`,
+        `Ship ${unit} in usr/lib/systemd/system, or fix the name.`))
+  }
+  return findings
+}
+
+/** `allow` rules that let the bus name be owned: exact own= or an own_prefix= covering it. */
+function owns(allow: XmlElement, name: string): boolean {
+  const {own, own_prefix: prefix} = allow.attrs
+  return own === name || (prefix !== undefined && (name === prefix || name.startsWith(`${prefix}.`)))
+}
+
+/** Policies every connection is subject to. */
+function appliesToEveryone(policy: XmlElement): boolean {
+  const {context, user, group} = policy.attrs
+  return context === 'default' || context === 'mandatory' || user === '*' || group === '*'
+}
+
+function policyWho(policy: XmlElement): string {
+  return Object.entries(policy.attrs).map(([k, v]) => `${k}="${v}"`).join(' ')
+}
+
+function checkPolicy(file: string, root: XmlElement): Finding[] {
+  const findings: Finding[] = []
+  for (const element of descendants(root)) {
+    if (element.name !== 'allow') continue
+    const {own, own_prefix: prefix, eavesdrop} = element.attrs
+    if (own === '*' || (prefix !== undefined && !prefix.includes('.'))) {
+      const what = own === '*' ? 'own="*"' : `own_prefix="${prefix}"`
+      const scope = own === '*' || prefix === '' ? 'any bus name' : `every bus name under '${prefix}.'`
+      findings.push(error('bus-policy-own-any', file,
+        `Line ${element.line}: <allow ${what}> lets its users own ${scope}, including names of system services, and so receive the calls meant for them.`,
+        'Allow own= only for the exact names the service owns.'))
+    }
+    if (eavesdrop === 'true')
+      findings.push(error('bus-policy-eavesdrop', file,
+        `Line ${element.line}: <allow eavesdrop="true"> lets its users read messages addressed to others on the system bus.`,
+        'Remove eavesdrop="true"; monitoring belongs to root through BecomeMonitor.'))
+  }
+  for (const policy of root.children) {
+    if (policy.name !== 'policy' || !appliesToEveryone(policy)) continue
+    for (const allow of policy.children)
+      if (allow.name === 'allow' && allow.attrs.send_destination === '*')
+        findings.push(error('bus-policy-send-any', file,
+          `Line ${allow.line}: <allow send_destination="*"> in <policy ${policyWho(policy)}> lets every user call every service on the system bus, overriding their own policies.`,
+          'Allow send_destination= only for the service\'s own bus name.'))
+  }
+  return findings
+}
+
+function check(ctx: RuleContext): Finding[] {
+  const findings: Finding[] = []
+  for (const entry of childrenOf(ctx.tree, SERVICES_DIR)) {
+    if (!entry.path.endsWith('.service')) continue
+    if (entry.readError !== undefined)
+      findings.push(error('dbus-service-unreadable', entry.path, `D-Bus service file ${entry.path} cannot be read (${entry.readError}); it was not checked.`,
+        'Make it a readable regular file (mode 0644, owned by root).'))
+    else if (entry.text !== undefined) findings.push(...checkService(ctx, entry.path, entry.text))
+  }
+
+  const policies: {file: string; root: XmlElement}[] = []
+  for (const entry of childrenOf(ctx.tree, POLICY_DIR)) {
+    if (!entry.path.endsWith('.conf')) continue
+    if (entry.readError !== undefined) {
+      findings.push(error('bus-policy-unreadable', entry.path, `Bus policy ${entry.path} cannot be read (${entry.readError}); it was not checked.`,
+        'Make it a readable regular file (mode 0644, owned by root).'))
+      continue
+    }
+    if (entry.text === undefined) continue
+    const doc = parseXml(entry.text)
+    if (!('root' in doc)) {
+      findings.push(error('bus-policy-xml', entry.path, `Line ${doc.line}: ${doc.message}; dbus skips a malformed policy file, so none of its rules apply.`,
+        'Fix the XML (xmllint --noout FILE shows the same error).'))
+      continue
+    }
+    if (doc.root.name !== 'busconfig') {
+      findings.push(error('bus-policy-root', entry.path, `Root element is <${doc.root.name}>, not <busconfig>; dbus does not load it as a bus policy.`,
+        'Wrap the <policy> elements in <busconfig>.'))
+      continue
+    }
+    policies.push({file: entry.path, root: doc.root})
+    findings.push(...checkPolicy(entry.path, doc.root))
+  }
+
+  for (const service of serviceFiles(ctx.tree)) {
+    if (busNameProblem(service.name)) continue
+    const allows = policies.flatMap((p) => descendants(p.root)).filter((e) => e.name === 'allow')
+    if (allows.some((allow) => owns(allow, service.name))) continue
+    const mentioned = allows.some((allow) => Object.values(allow.attrs).includes(service.name))
+    findings.push(warning('bus-policy-name-not-owned', service.file,
+      mentioned
+        ? `The bus policies in ${POLICY_DIR} mention ${service.name} but none allows owning it; the started service cannot own its name, so activation fails.`
+        : `No bus policy in ${POLICY_DIR} mentions ${service.name}; the started service cannot own its name and callers are denied (AccessDenied).`,
+      `Ship ${POLICY_DIR}/${service.name}.conf with <policy user="${service.user ?? 'root'}"><allow own="${service.name}"/></policy> and <policy context="default"><allow send_destination="${service.name}"/></policy>.`))
+  }
+  return findings
+}
 
 export const dbusRules: RuleSet = {
-  rules: {},
-  check: () => [],
+  rules: {
+    'dbus-service-unreadable': 'A D-Bus system service file cannot be read.',
+    'dbus-service-syntax': 'A D-Bus system service file has key-file syntax errors.',
+    'dbus-service-group-missing': 'A D-Bus system service file has no [D-BUS Service] group.',
+    'dbus-service-name-missing': 'A D-Bus system service file has no Name=.',
+    'dbus-service-name-invalid': 'Name= is not a valid well-known bus name.',
+    'dbus-service-name-mismatch': 'Name= differs from the file name without .service (the system bus will not activate it).',
+    'dbus-service-user-missing': 'A D-Bus system service file has no User=.',
+    'dbus-service-root-without-unit': 'User=root without SystemdService=: dbus runs the service as root outside any unit (warning).',
+    'dbus-service-exec-missing': 'A D-Bus system service file has no Exec=.',
+    'dbus-service-exec-invalid': 'Exec= does not start with an absolute path.',
+    'dbus-service-exec-not-found': 'The Exec= binary is missing or not executable after the merge (warning when SystemdService= starts it instead).',
+    'dbus-service-unit-missing': 'The SystemdService= unit is neither in the tree nor on the host.',
+    'dbus-service-unit-alias': 'The SystemdService= unit exists only as an Alias= of a tree unit, i.e. after it is enabled (warning).',
+    'bus-policy-unreadable': 'A bus policy file in dbus-1/system.d cannot be read.',
+    'bus-policy-xml': 'A bus policy file is not well-formed XML.',
+    'bus-policy-root': 'A bus policy file\'s root element is not <busconfig>.',
+    'bus-policy-own-any': 'A policy allows owning any bus name (own="*", or an own_prefix= of fewer than two elements).',
+    'bus-policy-send-any': 'A policy for everyone allows send_destination="*".',
+    'bus-policy-eavesdrop': 'A policy allows eavesdropping (eavesdrop="true").',
+    'bus-policy-name-not-owned': 'A bus name of a tree service file is not owned by any <allow own>/own_prefix in the tree\'s policies (warning).',
+  },
+  check,
 }

@@ -1,6 +1,331 @@
-import type {RuleSet} from './context.js'
+/**
+ * Can the extension's programs and libraries actually run on the host once
+ * merged? A helper that cannot exec fails only when D-Bus activates it, so the
+ * loader's work is redone here: the ELF interpreter, the DT_NEEDED closure
+ * searched the way glibc's ld.so does, the architecture, and `#!` lines.
+ *
+ * Host files are only stat'ed (Host cannot read contents), so a library found
+ * on the host counts as present whatever its class or machine, and its own
+ * dependencies are not followed. Libraries in the extension are checked fully.
+ */
+import {posix} from 'node:path'
+import type {ElfInfo} from '../elf.js'
+import {type Finding, error} from '../findings.js'
+import {type Resolved, SYSTEMD_ARCHITECTURES, resolveMerged} from '../host.js'
+import type {TreeEntry} from '../tree.js'
+import type {RuleContext, RuleSet} from './context.js'
+
+const RULES = {
+  'exec-malformed': 'ELF executables and shared objects in the extension parse as valid ELF.',
+  'exec-architecture-mismatch': 'ELF executables and shared objects are built for the host architecture.',
+  'exec-interpreter-missing': 'The ELF interpreter (PT_INTERP) exists in the merged /usr or on the host.',
+  'exec-library-missing': 'Every DT_NEEDED library, and those of libraries the extension ships, is found in the extension or on the host.',
+  'exec-script-interpreter-missing': 'The #! interpreter of executable scripts exists and is executable once merged.',
+}
+
+/** Architectures the host kernel also runs natively (systemd's ARCHITECTURE_SECONDARY). */
+const SECONDARY: Record<string, string> = {'x86-64': 'x86', arm64: 'arm', ppc64: 'ppc', 'ppc64-le': 'ppc-le', s390x: 's390'}
+
+/** AT_PLATFORM and the Debian multiarch tuple, for $PLATFORM and $LIB. */
+const PLATFORMS: Record<string, {platform: string; tuple: string}> = {
+  'x86-64': {platform: 'x86_64', tuple: 'x86_64-linux-gnu'},
+  x86: {platform: 'i686', tuple: 'i386-linux-gnu'},
+  arm64: {platform: 'aarch64', tuple: 'aarch64-linux-gnu'},
+  arm: {platform: 'v7l', tuple: 'arm-linux-gnueabihf'},
+  'ppc64-le': {platform: 'ppc64le', tuple: 'powerpc64le-linux-gnu'},
+  s390x: {platform: 's390x', tuple: 's390x-linux-gnu'},
+  riscv64: {platform: 'riscv64', tuple: 'riscv64-linux-gnu'},
+  loongarch64: {platform: 'loongarch64', tuple: 'loongarch64-linux-gnu'},
+}
+
+/** Where `/usr/bin/env NAME` finds NAME on the host (systemd's default PATH for services). */
+const ENV_PATH = ['/usr/bin', '/bin', '/usr/sbin', '/sbin']
+
+/** Never loaded by ld.so: separate debug info, and firmware for other processors. */
+const NOT_LOADED = ['usr/lib/debug/', 'usr/lib/firmware/']
+
+const DST = /\$(?:\{(ORIGIN|LIB|PLATFORM)\}|(ORIGIN|LIB|PLATFORM)(?![A-Za-z0-9_]))/g
+
+/** An object as ld.so would hold it while resolving a program's dependencies. */
+interface Loaded {
+  /** Tree path (relative), for messages. */
+  file: string
+  elf: ElfInfo
+  /** $ORIGIN: the directory it was loaded from, as installed. */
+  origin: string
+  /** The object whose DT_NEEDED pulled this one in. */
+  loader?: Loaded
+  /** Whether some loader up the chain has DT_RPATH, which then applies to this object's search too. */
+  inheritsRpath: boolean
+}
+
+interface Missing {
+  name: string
+  requester: Loaded
+  searched: string[]
+  /** Candidates ld.so would skip, with why. */
+  rejected: string[]
+}
+
+function describeArch(elf: ElfInfo): string {
+  return elf.architecture ?? `machine ${elf.machine}`
+}
+
+/** Same ABI as far as ld.so's checks go: class, byte order, machine. */
+function sameAbi(a: ElfInfo, b: ElfInfo): boolean {
+  return a.bits === b.bits && a.byteOrder === b.byteOrder && a.machine === b.machine
+}
+
+function isMerged(path: string): boolean {
+  return path.startsWith('usr/') || path.startsWith('opt/')
+}
+
+function executable(mode: number): boolean {
+  return (mode & 0o111) !== 0
+}
 
 export const executablesRules: RuleSet = {
-  rules: {},
-  check: () => [],
+  rules: RULES,
+  check(ctx: RuleContext): Finding[] {
+    const {tree, host} = ctx
+    const findings: Finding[] = []
+
+    const resolveCache = new Map<string, Resolved | undefined>()
+    const resolve = (path: string): Resolved | undefined => {
+      if (!resolveCache.has(path)) resolveCache.set(path, resolveMerged(tree, host, path))
+      return resolveCache.get(path)
+    }
+
+    /** $ORIGIN, $LIB and $PLATFORM expanded; an element may expand to several directories or none. */
+    const expand = (element: string, obj: Loaded): string[] => {
+      // An empty element means the working directory; activated services start in '/'.
+      if (element === '') return ['/']
+      const platform = PLATFORMS[obj.elf.architecture ?? '']
+      // $LIB depends on how the host's glibc was built (lib64, lib/<tuple>, lib): try each.
+      const libs = [...(obj.elf.bits === 64 ? ['lib64'] : []), ...(platform ? [`lib/${platform.tuple}`] : []), 'lib']
+      let out = [element]
+      for (const match of element.matchAll(DST)) {
+        const name = match[1] ?? match[2]
+        const values = name === 'ORIGIN' ? [obj.origin] : name === 'LIB' ? libs : platform ? [platform.platform] : []
+        out = out.flatMap((path) => values.map((value) => path.replace(match[0], () => value)))
+      }
+      return out.map((path) => posix.resolve('/', path))
+    }
+
+    /** ld.so's search order: DT_RPATH of the object and its loaders (unless it has DT_RUNPATH), DT_RUNPATH, then the host's directories. */
+    const computeSearchDirs = (obj: Loaded): string[] => {
+      const dirs: string[] = []
+      if (obj.elf.runpathTag !== 'DT_RUNPATH')
+        for (let l: Loaded | undefined = obj; l; l = l.loader)
+          if (l.elf.runpathTag === 'DT_RPATH') for (const element of l.elf.runpath) dirs.push(...expand(element, l))
+      if (obj.elf.runpathTag === 'DT_RUNPATH') for (const element of obj.elf.runpath) dirs.push(...expand(element, obj))
+      dirs.push(...host.libraryDirs)
+      return [...new Set(dirs)]
+    }
+
+    /** The tree entry of a candidate, its ELF info when it can be used, or why the loader would skip it. */
+    const candidate = (path: string, wanted: ElfInfo): {ok: true; entry?: TreeEntry} | {ok: false; why: string} | undefined => {
+      const found = resolve(path)
+      if (!found || found.type !== 'file') return undefined
+      if (found.source === 'host') return {ok: true}
+      const entry = tree.entries.get(found.path.slice(1)) as TreeEntry
+      if (entry.readError) return {ok: true}
+      if (!entry.elf) {
+        // scanTree parses files that are executable or named *.so*; others were not looked at.
+        const inspected = executable(entry.mode) || /\.so(\.|$)/.test(entry.path)
+        return inspected ? {ok: false, why: `${entry.path} is not an ELF object`} : {ok: true}
+      }
+      if (entry.elf.malformed) return {ok: false, why: `${entry.path} is malformed (${entry.elf.malformed})`}
+      if (!sameAbi(entry.elf, wanted))
+        return {ok: false, why: `${entry.path} is ${entry.elf.bits}-bit ${describeArch(entry.elf)}, not ${wanted.bits}-bit ${describeArch(wanted)}`}
+      return {ok: true, entry}
+    }
+
+    interface Found {
+      hit?: {dir: string; entry?: TreeEntry}
+      /** Candidates ld.so would skip, with why. */
+      rejected: string[]
+      searched: string[]
+    }
+    /** An object's search directories and what was found there, by DT_NEEDED name. */
+    interface Search {
+      dirs: string[]
+      found: Map<string, Found>
+    }
+
+    // A library is reached again from every program that loads it; caching its search per
+    // (object, $ORIGIN) makes that a Map lookup. Loaders' DT_RPATH makes the search depend on
+    // the whole chain; that is rare, so such searches are not cached.
+    const searchCache = new WeakMap<ElfInfo, Map<string, Search>>()
+    const searchOf = (obj: Loaded): Search => {
+      if (obj.inheritsRpath) return {dirs: computeSearchDirs(obj), found: new Map()}
+      let byOrigin = searchCache.get(obj.elf)
+      if (!byOrigin) searchCache.set(obj.elf, (byOrigin = new Map()))
+      let search = byOrigin.get(obj.origin)
+      if (!search) byOrigin.set(obj.origin, (search = {dirs: computeSearchDirs(obj), found: new Map()}))
+      return search
+    }
+
+    /** Where ld.so finds `name` for `obj`. */
+    const find = (name: string, obj: Loaded, search: Search): Found => {
+      const cached = search.found.get(name)
+      if (cached) return cached
+      // A name with a slash is a path (DSTs expanded), not searched for.
+      const paths = name.includes('/') ? expand(name, obj) : search.dirs.map((dir) => posix.join(dir, name))
+      const found: Found = {rejected: [], searched: name.includes('/') ? paths : search.dirs}
+      for (const path of paths) {
+        const result = candidate(path, obj.elf)
+        if (!result) continue
+        if (!result.ok) found.rejected.push(result.why)
+        else {
+          found.hit = {dir: posix.dirname(path), entry: result.entry}
+          break
+        }
+      }
+      search.found.set(name, found)
+      return found
+    }
+
+    /** Tree libraries some program's closure loaded: their dependencies were judged in that context. */
+    const reached = new Set<string>()
+
+    /** The DT_NEEDED closure of `root`; returns what could not be found, once per name. */
+    const missingLibraries = (root: Loaded): Missing[] => {
+      const missing = new Map<string, Missing>()
+      const satisfied = new Set<string>(root.elf.soname ? [root.elf.soname] : [])
+      const visited = new Set<string>([root.file])
+      const queue: Loaded[] = [root]
+      for (let i = 0; i < queue.length; i++) {
+        const obj = queue[i]
+        const search = searchOf(obj)
+        for (const name of obj.elf.needed) {
+          if (satisfied.has(name) || missing.has(name)) continue
+          const {hit, rejected, searched} = find(name, obj, search)
+          if (!hit) {
+            missing.set(name, {name, requester: obj, searched, rejected})
+            continue
+          }
+          satisfied.add(name)
+          const lib = hit.entry
+          if (lib?.elf && !visited.has(lib.path)) {
+            visited.add(lib.path)
+            reached.add(lib.path)
+            if (lib.elf.soname) satisfied.add(lib.elf.soname)
+            const inheritsRpath = obj.inheritsRpath || obj.elf.runpathTag === 'DT_RPATH'
+            queue.push({file: lib.path, elf: lib.elf, origin: hit.dir, loader: obj, inheritsRpath})
+          }
+        }
+      }
+      return [...missing.values()]
+    }
+
+    const hostArchKnown = SYSTEMD_ARCHITECTURES.includes(host.architecture)
+    const runsOnHost = (elf: ElfInfo): boolean =>
+      elf.architecture === undefined
+        ? !hostArchKnown
+        : elf.architecture === host.architecture || elf.architecture === SECONDARY[host.architecture]
+
+    const failure = (entry: TreeEntry): string => (executable(entry.mode) ? 'activation will fail with' : 'loading it will fail with')
+
+    /** Checks that need only the file itself; returns whether its libraries are worth resolving. */
+    const checkElf = (entry: TreeEntry, elf: ElfInfo): boolean => {
+      const file = entry.path
+      if (elf.malformed) {
+        findings.push(error('exec-malformed', file,
+          `${file} starts like an ELF file but is malformed: ${elf.malformed}; the kernel and ld.so will refuse it.`,
+          'Rebuild it, and check that packaging did not truncate or rewrite it.'))
+        return false
+      }
+      if (elf.type !== 'exec' && elf.type !== 'dyn') return false
+      if (!runsOnHost(elf)) {
+        findings.push(error('exec-architecture-mismatch', file,
+          `${file} is built for ${describeArch(elf)}, but the host is ${host.architecture}; ${failure(entry)} "Exec format error" or "wrong ELF class".`,
+          `Build the extension for ${host.architecture}, or ship one extension per architecture with ARCHITECTURE= set in its extension-release file.`))
+        return false
+      }
+      if (elf.interpreter !== undefined) {
+        const interp = resolve(posix.resolve('/', elf.interpreter))
+        if (!interp || interp.type !== 'file')
+          findings.push(error('exec-interpreter-missing', file,
+            `${file} requests the ELF interpreter ${elf.interpreter}, which is neither in the extension nor on the host; ${failure(entry)} "No such file or directory".`,
+            'Build against the host\'s C library, or link the program statically.'))
+      }
+      return true
+    }
+
+    const checkLibraries = (entry: TreeEntry, elf: ElfInfo): void => {
+      const file = entry.path
+      const root: Loaded = {file, elf, origin: posix.dirname(`/${file}`), inheritsRpath: false}
+      for (const m of missingLibraries(root)) {
+        const via = m.requester === root ? `${file} needs ${m.name}` : `${file} loads ${m.requester.file}, which needs ${m.name}`
+        const skipped = m.rejected.length > 0 ? ` (skipped: ${m.rejected.join('; ')})` : ''
+        const appDir = posix.relative(posix.dirname(`/${m.requester.file}`), '/usr/lib/<app>')
+        findings.push(error('exec-library-missing', file,
+          `${via}, which is neither in the extension nor on the host (searched ${m.searched.join(', ')})${skipped}; ${failure(entry)} "error while loading shared libraries".`,
+          `Ship ${m.name} under usr/lib/<app>/ and link ${m.requester.file} with RUNPATH $ORIGIN/${appDir}, link it statically, or build against the host's runtime.`))
+      }
+    }
+
+    const checkScript = (entry: TreeEntry, shebang: string): void => {
+      const file = entry.path
+      const missing = (message: string, hint: string): void => {
+        findings.push(error('exec-script-interpreter-missing', file, message, hint))
+      }
+      const usable = (path: string): Resolved | undefined => {
+        const found = resolve(posix.resolve('/', path))
+        return found && found.type === 'file' && executable(found.mode) ? found : undefined
+      }
+      // The kernel splits the #! line once: the interpreter, then everything else as one argument.
+      const [interp] = shebang.split(/[ \t]/, 1)
+      const arg = shebang.slice(interp.length).trim()
+      if (interp === '') {
+        missing(`${file} has an empty #! line; activation will fail with "Exec format error".`, 'Name an interpreter the host has, e.g. #!/bin/sh.')
+        return
+      }
+      if (!usable(interp)) {
+        missing(`${file} starts with #!${interp}, which is not an executable file in the extension or on the host; activation will fail with "No such file or directory".`,
+          'Use an interpreter the host has, or ship it in the extension.')
+        return
+      }
+      if (posix.basename(interp) !== 'env' || arg === '') return
+      let name: string
+      if (/^(-S|--split-string)/.test(arg)) {
+        // env -S splits the argument itself: skip its options and VAR=value assignments.
+        const words = arg.replace(/^(-S|--split-string=?)/, '').trim().split(/\s+/)
+        const program = words.find((w) => w !== '' && !w.startsWith('-') && !w.includes('='))
+        if (program === undefined) return
+        name = program
+      } else if (arg.startsWith('-')) {
+        return
+      } else {
+        name = arg
+      }
+      const found = name.includes('/') ? usable(name) : ENV_PATH.map((dir) => usable(posix.join(dir, name))).find((r) => r)
+      if (found) return
+      const split = /\s/.test(name)
+        ? ` (the kernel passes "${name}" to env as one word)`
+        : ''
+      missing(`${file} runs "${name}" through ${interp}, but no executable ${name} is in ${ENV_PATH.join(', ')} of the extension or the host${split}; activation will fail with "No such file or directory".`,
+        split ? `Use "#!${interp} -S ${name}", or name the interpreter's absolute path.` : `Use an interpreter the host has, or ship ${name} in the extension.`)
+    }
+
+    const programs: [TreeEntry, ElfInfo][] = []
+    const libraries: [TreeEntry, ElfInfo][] = []
+    for (const entry of tree.entries.values()) {
+      if (entry.type !== 'file' || !isMerged(entry.path)) continue
+      if (entry.elf && !NOT_LOADED.some((prefix) => entry.path.startsWith(prefix))) {
+        if (!checkElf(entry, entry.elf)) continue
+        if (executable(entry.mode) && (entry.elf.type === 'exec' || entry.elf.interpreter !== undefined)) programs.push([entry, entry.elf])
+        else libraries.push([entry, entry.elf])
+      } else if (entry.shebang !== undefined) {
+        checkScript(entry, entry.shebang)
+      }
+    }
+    // Programs first: a library they load is judged with their DT_RPATH in effect, and
+    // its missing dependencies are reported on each program that breaks. Libraries no
+    // program loads (plugins, dlopen()ed helpers) are judged on their own.
+    for (const [entry, elf] of programs) checkLibraries(entry, elf)
+    for (const [entry, elf] of libraries) if (!reached.has(entry.path)) checkLibraries(entry, elf)
+    return findings
+  },
 }

@@ -1,6 +1,161 @@
-import type {RuleSet} from './context.js'
+/**
+ * systemd units the extension ships in usr/lib/systemd/system. They are
+ * loaded by the host's systemd after the merge (and a daemon-reload), so
+ * everything they run must exist in the merged /usr or on the host.
+ */
+import {type UnitFile, parseExecCommand, parseUnitFile, unitValue, unitValues} from '../../systemd/unit-file.js'
+import {type Finding, error, warning} from '../findings.js'
+import {type Resolved, resolveMerged} from '../host.js'
+import {childrenOf} from '../tree.js'
+import type {RuleContext, RuleSet} from './context.js'
+import {UNITS_DIR, busNameProblem, serviceFiles} from './dbus.js'
+
+const UNIT_SUFFIX = /\.(service|socket|target|device|mount|automount|swap|timer|path|slice|scope)$/
+
+/** Settings holding command lines, per section (systemd.service(5), systemd.socket(5)). */
+const EXEC_KEYS: Record<string, string[]> = {
+  Service: ['ExecCondition', 'ExecStartPre', 'ExecStart', 'ExecStartPost', 'ExecReload', 'ExecStop', 'ExecStopPost'],
+  Socket: ['ExecStartPre', 'ExecStartPost', 'ExecStopPre', 'ExecStopPost'],
+}
+
+/** systemd's compiled-in search path for bare executable names (split-usr directories included). */
+const DEFAULT_SEARCH_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']
+
+function isExecutable(resolved: Resolved | undefined): boolean {
+  return resolved !== undefined && resolved.type === 'file' && (resolved.mode & 0o111) !== 0
+}
+
+/** Why `resolved` cannot be executed, or undefined when it can. */
+function execProblem(path: string, resolved: Resolved | undefined): string | undefined {
+  if (resolved === undefined) return `${path} does not exist in the tree or on the host`
+  if (resolved.type !== 'file') return `${path} is not a regular file (${resolved.path})`
+  if ((resolved.mode & 0o111) === 0)
+    return `${path} is not executable (${resolved.path}, mode ${(resolved.mode & 0o7777).toString(8).padStart(4, '0')})`
+  return undefined
+}
+
+function checkExec(ctx: RuleContext, file: string, unit: UnitFile): Finding[] {
+  const findings: Finding[] = []
+  // A unit running in another root resolves its commands there, which this check cannot see.
+  const ownRoot = ['RootDirectory', 'RootImage'].some((key) => unitValue(unit, 'Service', key) !== undefined)
+  const searchPath = unitValue(unit, 'Service', 'ExecSearchPath')?.value.split(':').filter((d) => d.startsWith('/')) ?? DEFAULT_SEARCH_PATH
+  for (const [section, keys] of Object.entries(EXEC_KEYS)) {
+    for (const key of keys) {
+      for (const {value, line} of unitValues(unit, section, key)) {
+        const cmd = parseExecCommand(value)
+        if ('error' in cmd) {
+          findings.push(error('unit-exec-invalid', file, `Line ${line}: ${key}=${value}: ${cmd.error}; systemd refuses the command line.`,
+            'Start the command with an absolute, normalized path to the binary (prefixes -@:+! allowed).'))
+          continue
+        }
+        if (cmd.viaShell || ownRoot || cmd.path.includes('%')) continue
+        let shown = cmd.path
+        let resolved: Resolved | undefined
+        if (cmd.path.startsWith('/')) {
+          resolved = resolveMerged(ctx.tree, ctx.host, cmd.path)
+        } else {
+          const candidates = searchPath.map((dir) => ({path: `${dir}/${cmd.path}`, resolved: resolveMerged(ctx.tree, ctx.host, `${dir}/${cmd.path}`)}))
+          const found = candidates.find((c) => isExecutable(c.resolved)) ?? candidates.find((c) => c.resolved !== undefined)
+          if (found) {
+            shown = found.path
+            resolved = found.resolved
+          } else {
+            shown = `${cmd.path} (searched ${searchPath.join(':')})`
+          }
+        }
+        const problem = execProblem(shown, resolved)
+        if (!problem) continue
+        findings.push(cmd.ignoreFailure
+          ? warning('unit-exec-missing', file, `Line ${line}: ${key}=${value}: ${problem}; systemd skips the command ('-' prefix).`,
+            'Ship the binary under usr/ in the tree (mode 0755), or drop the command.')
+          : error('unit-exec-missing', file, `Line ${line}: ${key}=${value}: ${problem}; the unit fails with status 203/EXEC.`,
+            'Ship the binary under usr/ in the tree (mode 0755), or point the command at one the host has.'))
+      }
+    }
+  }
+  return findings
+}
+
+/** systemd's service_verify() refusals, and the D-Bus wiring of BusName=. */
+function checkService(ctx: RuleContext, file: string, unit: UnitFile): Finding[] {
+  const findings: Finding[] = []
+  const name = file.slice(UNITS_DIR.length + 1)
+  const busName = unitValue(unit, 'Service', 'BusName')
+  const execStart = unitValues(unit, 'Service', 'ExecStart')
+  const type = unitValue(unit, 'Service', 'Type')?.value ?? (busName ? 'dbus' : execStart.length > 0 ? 'simple' : 'oneshot')
+  const refuse = (message: string, hint: string): void => {
+    findings.push(error('unit-service-exec-start', file, `${message} systemd refuses to load ${name}.`, hint))
+  }
+  const successAction = unitValue(unit, 'Unit', 'SuccessAction')?.value
+  if (execStart.length === 0 && unitValues(unit, 'Service', 'ExecStop').length === 0 && (successAction ?? 'none') === 'none')
+    refuse('Service has no ExecStart=, ExecStop= or SuccessAction=.', 'Add ExecStart= with the command the service runs.')
+  else if (type !== 'oneshot' && execStart.length === 0)
+    refuse(`Service has no ExecStart=, which only Type=oneshot allows (Type=${type}).`, 'Add ExecStart=, or set Type=oneshot.')
+  else if (type !== 'oneshot' && execStart.length > 1)
+    refuse(`Service has ${execStart.length} ExecStart= lines (lines ${execStart.map((e) => e.line).join(', ')}), which only Type=oneshot allows (Type=${type}).`,
+      'Keep one ExecStart= and move the others to ExecStartPre=/ExecStartPost=.')
+
+  if (busName === undefined) {
+    if (type === 'dbus')
+      findings.push(error('unit-dbus-bus-name-missing', file, `Type=dbus without BusName=; systemd refuses to load ${name}.`,
+        'Add BusName= with the well-known name the service takes on the system bus.'))
+    return findings
+  }
+  const problem = busNameProblem(busName.value)
+  if (problem) {
+    findings.push(error('unit-bus-name-invalid', file, `Line ${busName.line}: BusName=${busName.value} ${problem}; systemd ignores it${type === 'dbus' ? ` and then refuses Type=dbus` : ''}.`,
+      'Use the reverse-DNS well-known name the service requests, e.g. BusName=org.example.App1.'))
+    return findings
+  }
+  if (name.includes('@')) return findings
+  const names = [name, ...unitValues(unit, 'Install', 'Alias').flatMap((a) => a.value.split(/\s+/))]
+  const services = serviceFiles(ctx.tree).filter((s) => s.name === busName.value)
+  if (services.some((s) => s.systemdService !== undefined && names.includes(s.systemdService))) return findings
+  findings.push(warning('unit-bus-name-not-activatable', file,
+    services.length > 0
+      ? `Line ${busName.line}: BusName=${busName.value}, but ${services[0].file} does not set SystemdService=${name}; bus activation runs its Exec= outside this unit.`
+      : `Line ${busName.line}: BusName=${busName.value}, but no D-Bus service file in the tree activates it through ${name}; the service runs only when enabled or started explicitly.`,
+    `Ship usr/share/dbus-1/system-services/${busName.value}.service with SystemdService=${name}.`))
+  return findings
+}
+
+function check(ctx: RuleContext): Finding[] {
+  const findings: Finding[] = []
+  for (const entry of childrenOf(ctx.tree, UNITS_DIR)) {
+    if (!UNIT_SUFFIX.test(entry.path)) continue
+    if (entry.readError !== undefined) {
+      findings.push(error('unit-unreadable', entry.path, `Unit file ${entry.path} cannot be read (${entry.readError}); it was not checked.`,
+        'Make it a readable regular file (mode 0644, owned by root).'))
+      continue
+    }
+    if (entry.text === undefined) continue
+    const unit = parseUnitFile(entry.text)
+    const fatal = unit.problems.find((p) => p.fatal)
+    if (fatal) {
+      findings.push(error('unit-file-invalid', entry.path, `Line ${fatal.line}: ${fatal.message} systemd refuses to load the unit.`,
+        'Fix the line: section headers are [Name] on a line of their own.'))
+      continue
+    }
+    for (const problem of unit.problems)
+      findings.push(warning('unit-line-ignored', entry.path, `Line ${problem.line}: ${problem.message}`,
+        'Fix or remove the line; systemd drops it and the setting it meant to make.'))
+    findings.push(...checkExec(ctx, entry.path, unit))
+    if (entry.path.endsWith('.service')) findings.push(...checkService(ctx, entry.path, unit))
+  }
+  return findings
+}
 
 export const unitsRules: RuleSet = {
-  rules: {},
-  check: () => [],
+  rules: {
+    'unit-unreadable': 'A unit file in usr/lib/systemd/system cannot be read.',
+    'unit-file-invalid': 'A unit file has a syntax error that makes systemd refuse the whole unit.',
+    'unit-line-ignored': 'A unit file line systemd ignores (missing \'=\', outside a section, invalid UTF-8) (warning).',
+    'unit-exec-invalid': 'An Exec*= command line systemd rejects (relative path with \'/\', not normalized, directory, bad quoting).',
+    'unit-exec-missing': 'An Exec*= binary is missing or not executable after the merge (warning with the \'-\' prefix).',
+    'unit-service-exec-start': 'A service without ExecStart= or with several, which systemd only allows for Type=oneshot.',
+    'unit-dbus-bus-name-missing': 'A Type=dbus service without BusName=.',
+    'unit-bus-name-invalid': 'BusName= is not a valid well-known bus name.',
+    'unit-bus-name-not-activatable': 'A service with BusName= that no D-Bus service file in the tree activates through SystemdService= (warning).',
+  },
+  check,
 }

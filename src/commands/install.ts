@@ -1,0 +1,54 @@
+import {Args, Flags} from '@oclif/core'
+import {BaseCommand} from '../cli/base-command.js'
+import {nameFlag} from '../cli/flags.js'
+import {createReporter} from '../cli/reporter.js'
+import {type InstallResult, install} from '../sysext/install.js'
+import type {TargetKind} from '../sysext/state.js'
+
+export default class Install extends BaseCommand {
+  static summary = "Merge an app's system extension into the host, verified and reversible."
+  static description = `Validates the tree, stages it if needed (generated release file, Flatpak deploys, non-root files), links it into the target directory, runs systemd-sysext refresh, reloads systemd, polkit and the bus, and proves activation with Peer.Ping. Any failure after linking restores the previous state.`
+  static examples = [
+    '<%= config.bin %> install org.gnome.Sysprof',
+    '<%= config.bin %> install ./ext --name org.example.App --target persistent',
+    '<%= config.bin %> install org.freedesktop.Bustle --dry-run --json',
+  ]
+  static args = {target: Args.string({description: 'Flatpak app id or extension tree path', required: true})}
+  static flags = {
+    name: nameFlag,
+    target: Flags.string({options: ['runtime', 'local', 'persistent'], default: 'local', description: 'runtime: /run/extensions (gone at reboot), local: /var/lib/extensions, persistent: /etc/extensions'}),
+    installation: Flags.string({description: 'Look the app up only in this system installation (a path)'}),
+    'dry-run': Flags.boolean({description: 'Print the plan; change nothing'}),
+    'no-verify': Flags.boolean({description: 'Skip the Peer.Ping and pkaction checks'}),
+    'keep-on-failure': Flags.boolean({description: 'Leave a failed installation merged for inspection instead of rolling back'}),
+    timeout: Flags.integer({default: 25, min: 1, description: 'Seconds to wait for each activation check'}),
+  }
+
+  async run(): Promise<InstallResult> {
+    const {args, flags} = await this.parse(Install)
+    const result = await install(args.target, {
+      name: flags.name,
+      installationPath: flags.installation,
+      targetKind: flags.target as TargetKind,
+      dryRun: flags['dry-run'],
+      verify: !flags['no-verify'],
+      keepOnFailure: flags['keep-on-failure'],
+      timeoutS: flags.timeout,
+    }, createReporter(this.jsonEnabled()))
+    if (!this.jsonEnabled()) this.log(renderInstall(result))
+    return result
+  }
+}
+
+function renderInstall(r: InstallResult): string {
+  if (r.dryRun) {
+    const lines = [`Plan for ${r.name}: ${r.action}`, `  source: ${r.source.path}${r.source.commit ? ` (commit ${r.source.commit})` : ''}`,
+      `  link:   ${r.link} -> ${r.linkTarget}`, `  mode:   ${r.mode}${r.stageReasons.length ? ` (${r.stageReasons.join('; ')})` : ''}`]
+    if (r.declarations.busNames.length) lines.push(`  bus names: ${r.declarations.busNames.map((b) => b.name).join(', ')}`)
+    if (r.declarations.polkitActions.length) lines.push(`  polkit actions: ${r.declarations.polkitActions.join(', ')}`)
+    if (r.declarations.units.length) lines.push(`  units: ${r.declarations.units.join(', ')}`)
+    return lines.join('\n')
+  }
+  if (r.action === 'unchanged') return `${r.name} is already installed and merged with the same content; nothing to do.`
+  return `${r.name} ${r.action === 'install' ? 'installed' : r.action === 'update' ? 'updated' : 'merged again'}: ${r.link} -> ${r.linkTarget}.`
+}

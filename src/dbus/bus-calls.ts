@@ -1,0 +1,68 @@
+/**
+ * The system-bus calls install needs (ReloadConfig, Peer.Ping), through busctl:
+ * present on every systemd host, and it auto-starts activatable names.
+ */
+import {HelperError} from '../errors.js'
+import {run} from '../exec.js'
+import {show} from '../systemd/systemctl.js'
+
+export type BusImplementation = 'dbus-broker' | 'dbus-daemon' | 'unknown'
+
+export async function busImplementation(): Promise<BusImplementation> {
+  const {Id} = await show('dbus.service', ['Id'])
+  if (Id?.startsWith('dbus-broker')) return 'dbus-broker'
+  if (Id === 'dbus.service') return 'dbus-daemon'
+  return 'unknown'
+}
+
+export async function reloadConfig(): Promise<void> {
+  await run('busctl', ['--system', 'call', 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'ReloadConfig'], {timeoutMs: 30_000})
+}
+
+export async function busReachable(): Promise<boolean> {
+  try {
+    await run('busctl', ['--system', 'call', 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'GetId'], {timeoutMs: 10_000})
+    return true
+  } catch {
+    return false
+  }
+}
+
+export interface PingFailure {
+  /** Short cause id, stable (part of --json). */
+  cause: 'not-activatable' | 'exec-failed' | 'exited' | 'disconnected' | 'access-denied' | 'timeout' | 'other'
+  /** What busctl said. */
+  detail: string
+  /** What that means for this extension and what to run next. */
+  diagnosis: string
+}
+
+/** Maps a failed activation to its likely cause (REFERENCE: errors seen from both bus implementations). */
+export function diagnosePing(name: string, detail: string, unit?: string): PingFailure {
+  const journal = unit ? `journalctl -b -u ${unit}` : `journalctl -b | grep ${name}`
+  const rules: Array<[RegExp, PingFailure['cause'], string]> = [
+    [/not activatable|not provided by any \.service|ServiceUnknown|was not provided/i, 'not-activatable',
+      `The bus does not know a service file for ${name}: it was not merged, or the bus did not reload its configuration (check Name= and the file name).`],
+    [/Cannot launch daemon|file not found or permissions invalid|Failed to execute|No such file/i, 'exec-failed',
+      `The bus could not execute the service's Exec= binary: missing, not executable, or it needs a library the host lacks (run 'sysext-helper validate').`],
+    [/exited|ChildExited|Launch helper|unit failed|UnitFailed|activation request failed/i, 'exited',
+      `The service started and exited before taking its name. See '${journal}'.`],
+    [/Remote peer disconnected|NoReply|disconnected/i, 'disconnected', `The service started, then died or dropped its connection. See '${journal}'.`],
+    [/Access denied|AccessDenied|not allowed to own|Rejected send/i, 'access-denied',
+      `The bus policy denies it: the extension's usr/share/dbus-1/system.d policy was not loaded or does not allow this. Check 'busctl --system call org.freedesktop.DBus / org.freedesktop.DBus ReloadConfig' and the policy.`],
+    [/timed out|Timeout|did not finish/i, 'timeout', `No answer in time: the service hangs at start or activation is stuck. See '${journal}'.`],
+  ]
+  for (const [re, cause, diagnosis] of rules) if (re.test(detail)) return {cause, detail, diagnosis}
+  return {cause: 'other', detail, diagnosis: `See '${journal}'.`}
+}
+
+/** Peer.Ping on a well-known name, auto-starting it. Returns undefined on success. */
+export async function ping(name: string, timeoutS: number, unit?: string): Promise<PingFailure | undefined> {
+  try {
+    await run('busctl', ['--system', `--timeout=${timeoutS}`, 'call', name, '/', 'org.freedesktop.DBus.Peer', 'Ping'], {timeoutMs: (timeoutS + 5) * 1000})
+    return undefined
+  } catch (error) {
+    const detail = error instanceof HelperError ? error.message.replace(/^.*failed \(exit \d+\): ?/, '') : String(error)
+    return diagnosePing(name, detail, unit)
+  }
+}

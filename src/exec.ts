@@ -1,0 +1,52 @@
+/**
+ * The one place processes are spawned: absolute-ish command names resolved from a
+ * fixed PATH, LC_ALL=C so output can be parsed, a timeout, and failures turned
+ * into HelperErrors that carry the command line and its stderr.
+ */
+import {execa} from 'execa'
+import {HelperError} from './errors.js'
+
+export interface RunOptions {
+  timeoutMs?: number
+  input?: string
+  /** Exit codes that are not failures (default: only 0). */
+  okCodes?: number[]
+  env?: Record<string, string>
+}
+
+export interface RunResult {
+  command: string
+  exitCode: number
+  stdout: string
+  stderr: string
+}
+
+const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+export function commandLine(file: string, args: readonly string[]): string {
+  return [file, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`)).join(' ')
+}
+
+/** Runs a command; throws HelperError (code EXEC_FAILED / EXEC_NOT_FOUND / EXEC_TIMEOUT) unless the exit code is ok. */
+export async function run(file: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+  const command = commandLine(file, args)
+  const result = await execa(file, args, {
+    reject: false,
+    timeout: options.timeoutMs ?? 60_000,
+    input: options.input,
+    stdin: options.input === undefined ? 'ignore' : undefined,
+    env: {LC_ALL: 'C', PATH: SYSTEM_PATH, SYSTEMD_COLORS: '0', SYSTEMD_PAGER: '', ...options.env},
+    extendEnv: true,
+    stripFinalNewline: true,
+  })
+  const stdout = String(result.stdout ?? '')
+  const stderr = String(result.stderr ?? '')
+  if (result.timedOut)
+    throw new HelperError('EXEC_TIMEOUT', `'${command}' did not finish within ${Math.round((options.timeoutMs ?? 60_000) / 1000)} s.`, {hint: 'Check the system journal (journalctl -b) for what it waited on.'})
+  if ((result as {code?: string}).code === 'ENOENT')
+    throw new HelperError('EXEC_NOT_FOUND', `'${file}' is not installed on this host.`, {hint: `Install the package that provides ${file}.`})
+  const exitCode = result.exitCode ?? -1
+  if (!(options.okCodes ?? [0]).includes(exitCode))
+    throw new HelperError('EXEC_FAILED', `'${command}' failed (exit ${exitCode})${stderr ? `: ${stderr.split('\n').filter(Boolean).slice(-3).join(' ')}` : '.'}`, {cause: result})
+  return {command, exitCode, stdout, stderr}
+}

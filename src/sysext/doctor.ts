@@ -1,0 +1,43 @@
+/** Host readiness: one check per thing install depends on, each with a fix. */
+import {existsSync} from 'node:fs'
+import {systemInstallations} from '../flatpak/installations.js'
+import {type HostProbe, probeHost} from './preflight.js'
+
+export interface DoctorCheck {
+  id: string
+  ok: boolean
+  /** 'error': install will fail; 'warning': it works with a caveat. */
+  severity: 'error' | 'warning'
+  message: string
+  fix?: string
+}
+
+export interface DoctorReport {
+  probe: HostProbe | null
+  installations: Array<{id: string; path: string; present: boolean}>
+  checks: DoctorCheck[]
+  ok: boolean
+}
+
+/** Pure: checks from a probe. */
+export function doctorChecks(probe: HostProbe): DoctorCheck[] {
+  const check = (id: string, ok: boolean, severity: DoctorCheck['severity'], message: string, fix?: string): DoctorCheck => ({id, ok, severity, message, fix: ok ? undefined : fix})
+  return [
+    check('root', probe.root, 'error', probe.root ? 'Running as root.' : 'Not running as root: install and uninstall will refuse.', 'Run with sudo.'),
+    check('systemd-sysext', probe.systemdVersion >= 248, 'error', `systemd-sysext ${probe.systemdVersion}.`, 'Upgrade systemd to >= 248.'),
+    check('sysext-boot', probe.sysextServiceEnabled === 'enabled', 'warning', `systemd-sysext.service is ${probe.sysextServiceEnabled} (merges ${probe.sysextServiceEnabled === 'enabled' ? 'come back' : 'do not come back'} after reboot).`, 'systemctl enable systemd-sysext.service'),
+    check('system-bus', probe.bus.reachable, 'error', probe.bus.reachable ? `System bus reachable (${probe.bus.implementation}).` : 'System bus not reachable.', 'systemctl start dbus.service'),
+    check('polkit', probe.polkit.active, 'warning', probe.polkit.active ? `polkit ${probe.polkit.version ?? ''} active.`.replace(' .', '.') : 'polkit is not active: actions cannot be verified and services cannot authorize callers.', 'apt install polkitd; systemctl start polkit.service'),
+    check('selinux', probe.selinux !== 'enforcing', 'warning', `SELinux ${probe.selinux}.`, 'Merged files keep their source labels; relabel staged trees or expect AVC denials.'),
+    check('mutable-usr', probe.mutableSupported, 'warning', probe.mutableSupported ? 'systemd >= 256: /usr can stay writable while merged (--mutable).' : `systemd ${probe.systemdVersion}: /usr is read-only while an extension is merged; package upgrades need 'systemd-sysext unmerge' first.`, "Unmerge before package upgrades: systemd-sysext unmerge; apt upgrade; systemd-sysext refresh"),
+  ]
+}
+
+export async function doctor(): Promise<DoctorReport> {
+  const probe = await probeHost().catch(() => null)
+  const checks = probe
+    ? doctorChecks(probe)
+    : [{id: 'systemd-sysext', ok: false, severity: 'error' as const, message: 'systemd-sysext is missing or does not run.', fix: 'Install systemd >= 248.'}]
+  const installations = systemInstallations().map((i) => ({id: i.id, path: i.path, present: existsSync(i.path)}))
+  return {probe, installations, checks, ok: checks.every((c) => c.ok || c.severity === 'warning')}
+}

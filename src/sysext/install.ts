@@ -1,0 +1,576 @@
+/**
+ * install / uninstall: plan (pure) then apply (the only code that changes the
+ * host). Every change is recorded as pending in the state before it starts, so
+ * a failure is rolled back here and a crash is rolled back by the next run.
+ */
+import {existsSync, mkdirSync, rmSync} from 'node:fs'
+import {join, resolve} from 'node:path'
+import {reloadConfig, ping, type PingFailure} from '../dbus/bus-calls.js'
+import {HelperError} from '../errors.js'
+import {actionKnown, polkitActive, reloadPolkit} from '../polkit/polkit.js'
+import {daemonReload, isActive, stop} from '../systemd/systemctl.js'
+import {mergedExtensions, refresh} from '../systemd/sysext.js'
+import {type Declarations, contentHash, declarations} from './declarations.js'
+import {type Emit, type StepRecord, step} from './events.js'
+import type {Finding} from './findings.js'
+import {symlinkAtomic} from './fs-atomic.js'
+import {type ImageEntry, imageEntries, unsafeAncestor} from './links.js'
+import {type HostProbe, probeHost, probeWarnings} from './preflight.js'
+import {type ReleasePlan, planRelease} from './release-writer.js'
+import {writeRelease} from './release-writer.js'
+import {parseRelease} from './os-release.js'
+import {releasePath} from './release.js'
+import {stageCopy} from './stage.js'
+import {
+  DEFAULT_PATHS, type ExtensionSource, type Lock, type ManagedExtension, type Paths, type PendingChange, type State,
+  type TargetKind, acquireLock, readState, stageRoot, writeState,
+} from './state.js'
+import {type Validated, type ValidateOptions, validate} from './validate.js'
+
+/** Release findings that install cures by generating a release file in a staged copy. */
+const CURED_BY_STAGING = new Set(['release-missing'])
+
+export interface InstallOptions extends ValidateOptions {
+  targetKind?: TargetKind
+  dryRun?: boolean
+  verify?: boolean
+  keepOnFailure?: boolean
+  /** Seconds for each activation check and for systemd-sysext. */
+  timeoutS?: number
+  lockTimeoutMs?: number
+  paths?: Paths
+}
+
+export type InstallAction = 'install' | 'update' | 'repair' | 'unchanged'
+
+export interface InstallPlan {
+  name: string
+  action: InstallAction
+  source: ExtensionSource
+  target: TargetKind
+  link: string
+  /** 'in-place': the link points at the source tree; 'stage': at a copy under the state directory. */
+  mode: 'in-place' | 'stage'
+  /** Why the tree is staged rather than linked in place. */
+  stageReasons: string[]
+  linkTarget: string
+  /** Present when a new stage is created. */
+  newStage?: string
+  /** Present when install writes the release file (into the stage). */
+  release?: ReleasePlan
+  hash: string
+  declarations: Declarations
+  reloadManager: boolean
+  previous?: ManagedExtension
+  /** The entry at the link path before this run (null: none). */
+  previousLink: {link: string; target: string} | null
+  /** Links of this extension in other target directories, removed when it moves. */
+  staleLinks: Array<{link: string; target: string}>
+  warnings: Finding[]
+}
+
+export interface PlanInput {
+  validated: Validated
+  state: State
+  paths: Paths
+  targetKind: TargetKind
+  entries: ImageEntry[]
+  merged: string[]
+  /** unsafeAncestor() of the source tree. */
+  unsafe: string | undefined
+}
+
+/** Pure: decides what install will do, or throws why it must not. */
+export function planInstall(input: PlanInput): InstallPlan {
+  const {validated, state, paths, targetKind, entries, merged} = input
+  const {report, tree, host, target} = validated
+  const name = report.name
+  if (name === null)
+    throw new HelperError('INSTALL_NEEDS_NAME', `Cannot tell the extension name of '${report.path}'.`, {exit: 2, hint: 'Pass --name (for a Flatpak app: its app id).'})
+
+  const blocking = report.findings.filter((f) => f.severity === 'error' && !CURED_BY_STAGING.has(f.rule))
+  if (blocking.length > 0)
+    throw new HelperError('INSTALL_INVALID', `${name} was not installed: validation found ${blocking.length} error${blocking.length === 1 ? '' : 's'}.`, {
+      step: 'validate',
+      hint: `Run 'sysext-helper validate ${target.app ? name : report.path}' for details, fix the tree, and install again.`,
+      data: {findings: blocking},
+    })
+
+  const previous = state.extensions[name]
+  const link = join(paths.targets[targetKind], name)
+  const foreign = entries.filter((e) => !(previous && e.path === previous.link))
+  const shadowing = foreign.filter((e) => e.type !== 'symlink' || !e.target?.startsWith(stageRoot(paths)))
+  if (shadowing.length > 0)
+    throw new HelperError('INSTALL_NAME_TAKEN', `An extension named '${name}' already exists at ${shadowing.map((e) => e.path).join(', ')} and is not managed by sysext-helper.`, {
+      step: 'plan',
+      hint: `Remove it first (or 'sysext-helper uninstall ${name} --force' for a symlink), or install under another --name.`,
+    })
+
+  const needsRelease = report.findings.some((f) => f.rule === 'release-missing')
+  const stageReasons: string[] = []
+  if (needsRelease) stageReasons.push('the tree has no release file; one is generated in the staged copy')
+  if (target.origin === 'flatpak') stageReasons.push('Flatpak deletes old deploys on update; the merged copy must not live inside one')
+  if (input.unsafe) stageReasons.push(`the source can be swapped by a non-root user (${input.unsafe})`)
+  if (report.findings.some((f) => f.rule === 'file-owner' || f.rule === 'layout-hardlink-outside'))
+    stageReasons.push('some files are not owned by root; the staged copy is root-owned')
+
+  const release = needsRelease ? planRelease(tree, host, {name}) : undefined
+  const hash = contentHash(tree, release?.content ?? '')
+  const mode = stageReasons.length > 0 ? 'stage' : 'in-place'
+  const existingRelease = tree.entries.get(releasePath(name))?.text
+  const reloadManager = parseRelease(release?.content ?? existingRelease ?? '').fields.EXTENSION_RELOAD_MANAGER === '1'
+
+  const samePlace = previous && previous.target === targetKind && previous.hash === hash
+  const linkEntry = entries.find((e) => e.path === link)
+  const previousLink = linkEntry?.type === 'symlink' ? {link, target: linkEntry.target as string} : null
+  let action: InstallAction = previous ? 'update' : 'install'
+  let linkTarget = mode === 'stage' ? join(stageRoot(paths), `${name}-${hash.slice(0, 16)}`) : resolve(report.path)
+  let newStage: string | undefined = mode === 'stage' ? linkTarget : undefined
+  if (samePlace && previousLink?.target === previous.linkTarget && (!previous.stage || existsSync(previous.stage))) {
+    // Same content, same place: keep the existing stage; refresh only if it is not merged (e.g. after a reboot).
+    linkTarget = previous.linkTarget
+    newStage = undefined
+    action = merged.includes(name) ? 'unchanged' : 'repair'
+  }
+  const staleLinks = entries.filter((e) => previous && e.path === previous.link && e.path !== link && e.type === 'symlink')
+    .map((e) => ({link: e.path, target: e.target as string}))
+
+  return {
+    name,
+    action,
+    source: {
+      kind: target.origin,
+      path: target.app ? target.app.extensions : resolve(report.path),
+      appId: target.app?.appId,
+      installation: target.app?.installation.path,
+      commit: target.app?.commit,
+    },
+    target: targetKind,
+    link,
+    mode,
+    stageReasons,
+    linkTarget,
+    newStage,
+    release: newStage ? release : undefined,
+    hash,
+    declarations: declarations(tree),
+    reloadManager,
+    previous,
+    previousLink,
+    staleLinks,
+    warnings: report.findings.filter((f) => f.severity === 'warning'),
+  }
+}
+
+export interface Verification {
+  merged: boolean
+  busNames: Array<{name: string; ok: boolean; failure?: PingFailure}>
+  polkitActions: Array<{id: string; ok: boolean}>
+}
+
+export interface InstallResult {
+  name: string
+  action: InstallAction
+  dryRun: boolean
+  target: TargetKind
+  link: string
+  linkTarget: string
+  mode: 'in-place' | 'stage'
+  stageReasons: string[]
+  source: ExtensionSource
+  hash: string
+  releaseGenerated: boolean
+  declarations: Declarations
+  verification?: Verification
+  warnings: Array<{message: string; hint: string}>
+  steps: StepRecord[]
+}
+
+interface Context {
+  paths: Paths
+  emit: Emit
+  steps: StepRecord[]
+  timeoutS: number
+}
+
+/** Reload what reads the merged files: PID 1, polkit (when its files changed), the bus. */
+async function reloadAll(probe: HostProbe | undefined, opts: {reloadManager: boolean; polkit: boolean}): Promise<string> {
+  const done: string[] = []
+  const systemdVersion = probe?.systemdVersion ?? 0
+  if (!(opts.reloadManager && systemdVersion >= 255)) {
+    await daemonReload()
+    done.push('daemon-reload')
+  }
+  if (opts.polkit && (await polkitActive())) done.push(`polkit ${await reloadPolkit()}`)
+  await reloadConfig()
+  done.push('ReloadConfig')
+  return done.join(', ')
+}
+
+function isMerged(name: string, tree: {usr: boolean}): boolean {
+  return mergedExtensions(tree.usr ? '/usr' : '/opt').includes(name)
+}
+
+export async function verifyExtension(entry: Pick<ManagedExtension, 'name' | 'busNames' | 'polkitActions'>, timeoutS: number, opts: {usr: boolean; polkit: boolean}): Promise<Verification> {
+  const busNames = []
+  for (const {name, unit} of entry.busNames) {
+    const failure = await ping(name, timeoutS, unit)
+    busNames.push(failure ? {name, ok: false, failure} : {name, ok: true})
+  }
+  const polkitActions = []
+  if (opts.polkit) for (const id of entry.polkitActions) polkitActions.push({id, ok: await actionKnown(id)})
+  return {merged: isMerged(entry.name, {usr: opts.usr}), busNames, polkitActions}
+}
+
+function verificationProblem(v: Verification): string | undefined {
+  if (!v.merged) return 'it is not listed as merged after systemd-sysext refresh'
+  const bus = v.busNames.find((b) => !b.ok)
+  if (bus) return `${bus.name} did not answer Peer.Ping: ${bus.failure?.detail} (${bus.failure?.cause}). ${bus.failure?.diagnosis}`
+  const action = v.polkitActions.find((a) => !a.ok)
+  if (action) return `polkit does not know action ${action.id} after reloading`
+  return undefined
+}
+
+/** Put every touched link back as it was, drop a stage created by the change. */
+function undo(pending: PendingChange, state: State): void {
+  for (const {link, target} of pending.restore) {
+    if (target === null) rmSync(link, {force: true})
+    else symlinkAtomic(target, link)
+  }
+  const referenced = Object.values(state.extensions).some((e) => e.stage === pending.newStage)
+  if (pending.newStage && !referenced) rmSync(pending.newStage, {recursive: true, force: true})
+}
+
+function hasUsr(decl: {path: string}): boolean {
+  return existsSync(join(decl.path, 'usr'))
+}
+
+/**
+ * Converges changes left pending by a run that was killed: installs are rolled
+ * back, uninstalls are finished. Called under the lock by every mutating command.
+ */
+export async function recoverPending(ctx: Context, state: State, probe: HostProbe | undefined): Promise<string[]> {
+  const names = Object.keys(state.pending)
+  if (names.length === 0) return []
+  await step(ctx.emit, ctx.steps, 'recover', `Recovering from an interrupted run (${names.join(', ')})`, async () => {
+    for (const name of names) {
+      const pending = state.pending[name]
+      if (pending.op === 'install') undo(pending, state)
+      else finishUninstallFiles(ctx.paths, state, name)
+      delete state.pending[name]
+    }
+    writeState(ctx.paths, state)
+    await refresh(ctx.timeoutS * 1000 + 60_000)
+    await reloadAll(probe, {reloadManager: false, polkit: true})
+  })
+  return names
+}
+
+function finishUninstallFiles(paths: Paths, state: State, name: string): void {
+  const entry = state.extensions[name]
+  if (entry) {
+    for (const e of imageEntries(paths, name)) if (e.type === 'symlink' && e.target === entry.linkTarget) rmSync(e.path, {force: true})
+    if (entry.stage) rmSync(entry.stage, {recursive: true, force: true})
+    delete state.extensions[name]
+  }
+}
+
+export interface Session {
+  ctx: Context
+  state: State
+  lock: Lock
+}
+
+/** Lock, read state, recover anything pending. Every mutating command starts here. */
+export async function openSession(paths: Paths, emit: Emit, steps: StepRecord[], timeoutS: number, lockTimeoutMs: number, probe?: HostProbe): Promise<Session> {
+  if (process.getuid?.() !== 0)
+    throw new HelperError('NOT_ROOT', 'Changing system extensions needs root.', {step: 'preflight', hint: 'Run it with sudo (or use --dry-run to see the plan).'})
+  const ctx: Context = {paths, emit, steps, timeoutS}
+  const lock = await acquireLock(paths, lockTimeoutMs, (holder) => emit({type: 'info', message: `Waiting for another sysext-helper run (pid ${holder}) to finish...`}))
+  try {
+    const state = readState(paths)
+    await recoverPending(ctx, state, probe)
+    return {ctx, state, lock}
+  } catch (error) {
+    lock.release()
+    throw error
+  }
+}
+
+export async function install(target: string, options: InstallOptions, emit: Emit): Promise<InstallResult> {
+  const paths = options.paths ?? DEFAULT_PATHS
+  const steps: StepRecord[] = []
+  const timeoutS = options.timeoutS ?? 25
+  const targetKind = options.targetKind ?? 'local'
+
+  const probe = options.dryRun ? undefined : await step(emit, steps, 'preflight', 'Checking the host', probeHost,
+    (p) => `systemd ${p.systemdVersion}, ${p.bus.implementation}, polkit ${p.polkit.active ? p.polkit.version ?? 'active' : 'inactive'}, SELinux ${p.selinux}`)
+  if (probe && !probe.bus.reachable)
+    throw new HelperError('BUS_UNREACHABLE', 'The system bus is not reachable.', {step: 'preflight', hint: 'systemctl status dbus.service'})
+
+  const session = options.dryRun ? undefined : await openSession(paths, emit, steps, timeoutS, options.lockTimeoutMs ?? 120_000, probe)
+  try {
+    const state = session?.state ?? readState(paths)
+    const validated = await step(emit, steps, 'validate', 'Validating the extension', () => validate(target, options),
+      (v) => `${v.report.findings.length} finding${v.report.findings.length === 1 ? '' : 's'}`)
+    const plan = planInstall({
+      validated,
+      state,
+      paths,
+      targetKind,
+      entries: validated.report.name ? imageEntries(paths, validated.report.name) : [],
+      merged: mergedExtensions('/usr').concat(mergedExtensions('/opt')),
+      unsafe: validated.target.origin === 'path' ? unsafeAncestor(validated.report.path) : undefined,
+    })
+    const warnings = [...plan.warnings.map((f) => ({message: `${f.file}: ${f.message}`, hint: f.hint})), ...(probe ? probeWarnings(probe, targetKind) : [])]
+    for (const w of warnings) emit({type: 'warning', ...w})
+    const result: InstallResult = {
+      name: plan.name, action: plan.action, dryRun: options.dryRun === true, target: plan.target, link: plan.link,
+      linkTarget: plan.linkTarget, mode: plan.mode, stageReasons: plan.stageReasons, source: plan.source, hash: plan.hash,
+      releaseGenerated: plan.release !== undefined || (plan.action !== 'install' && plan.action !== 'update' && plan.previous?.releaseGenerated === true),
+      declarations: plan.declarations, warnings, steps,
+    }
+    if (options.dryRun || plan.action === 'unchanged') return result
+    result.verification = await applyInstall(session!.ctx, session!.state, plan, validated, probe!, options)
+    return result
+  } finally {
+    session?.lock.release()
+  }
+}
+
+async function applyInstall(ctx: Context, state: State, plan: InstallPlan, validated: Validated, probe: HostProbe, options: InstallOptions): Promise<Verification> {
+  const {emit, steps, paths, timeoutS} = ctx
+  const usr = hasUsr({path: validated.tree.root})
+  const polkitTouched = plan.declarations.touchesPolkit || plan.previous?.touchesPolkit === true
+  const pending: PendingChange = {
+    name: plan.name, op: 'install',
+    restore: [{link: plan.link, target: plan.previousLink?.target ?? null}, ...plan.staleLinks.map((l) => ({link: l.link, target: l.target}))],
+    newStage: plan.newStage, startedAt: new Date().toISOString(), pid: process.pid,
+  }
+  state.pending[plan.name] = pending
+  writeState(paths, state)
+
+  const entry: ManagedExtension = {
+    name: plan.name, source: plan.source, target: plan.target, link: plan.link, linkTarget: plan.linkTarget,
+    stage: plan.mode === 'stage' ? plan.linkTarget : undefined, releaseGenerated: plan.release !== undefined || plan.previous?.releaseGenerated === true,
+    hash: plan.hash, installedAt: new Date().toISOString(), busNames: plan.declarations.busNames, units: plan.declarations.units,
+    polkitActions: plan.declarations.polkitActions, touchesPolkit: plan.declarations.touchesPolkit, reloadManager: plan.reloadManager,
+  }
+  try {
+    if (plan.newStage) {
+      const newStage = plan.newStage
+      await step(emit, steps, 'stage', `Staging a copy in ${newStage}`, () => {
+        rmSync(newStage, {recursive: true, force: true})
+        mkdirSync(stageRoot(paths), {recursive: true, mode: 0o700})
+        const staged = stageCopy(validated.tree, newStage)
+        if (plan.release) writeRelease({...validated.tree, root: newStage}, plan.release)
+        return staged
+      }, (s) => `${s.linked} linked, ${s.copied} copied${plan.release ? ', release file generated' : ''}`)
+    }
+    if (plan.action !== 'repair')
+      await step(emit, steps, 'link', `Linking ${plan.link}`, () => {
+        mkdirSync(paths.targets[plan.target], {recursive: true, mode: 0o755})
+        symlinkAtomic(plan.linkTarget, plan.link)
+        for (const stale of plan.staleLinks) rmSync(stale.link, {force: true})
+      }, () => `-> ${plan.linkTarget}`)
+    await step(emit, steps, 'refresh', 'Merging (systemd-sysext refresh)', async () => {
+      await refresh(timeoutS * 1000 + 60_000)
+      if (!isMerged(plan.name, {usr}))
+        throw new HelperError('SYSEXT_NOT_MERGED', `systemd-sysext refresh did not merge ${plan.name}.`, {
+          step: 'refresh',
+          hint: "Check 'journalctl -b -t systemd-sysext' and 'systemd-sysext list'; another extension may make the merge fail.",
+        })
+    })
+    await step(emit, steps, 'reload', 'Reloading systemd, polkit and the bus', () =>
+      reloadAll(probe, {reloadManager: plan.reloadManager, polkit: polkitTouched}), (d) => d)
+    let verification: Verification = {merged: true, busNames: [], polkitActions: []}
+    if (options.verify !== false) {
+      verification = await step(emit, steps, 'verify', 'Verifying activation', async () => {
+        const v = await verifyExtension(entry, timeoutS, {usr, polkit: probe.polkit.active})
+        const problem = verificationProblem(v)
+        if (problem) throw new HelperError('INSTALL_VERIFY_FAILED', `${plan.name} was merged, but ${problem}`, {step: 'verify', data: {verification: v}})
+        return v
+      }, (v) => `${v.busNames.length} bus name${v.busNames.length === 1 ? '' : 's'} answered, ${v.polkitActions.length} polkit action${v.polkitActions.length === 1 ? '' : 's'} known`)
+    }
+    await step(emit, steps, 'commit', 'Recording the installation', () => {
+      const oldStage = plan.previous?.stage
+      state.extensions[plan.name] = entry
+      delete state.pending[plan.name]
+      writeState(paths, state)
+      if (oldStage && oldStage !== entry.stage) rmSync(oldStage, {recursive: true, force: true})
+    })
+    return verification
+  } catch (error) {
+    if (options.keepOnFailure) {
+      state.extensions[plan.name] = entry
+      delete state.pending[plan.name]
+      writeState(paths, state)
+      throw annotate(error, plan, 'kept (--keep-on-failure): the failed version stays linked and merged for inspection')
+    }
+    let rolledBack = 'rolled back: the host is as it was before'
+    try {
+      await step(emit, steps, 'rollback', 'Rolling back', async () => {
+        undo(pending, state)
+        delete state.pending[plan.name]
+        writeState(paths, state)
+        await refresh(timeoutS * 1000 + 60_000)
+        await reloadAll(probe, {reloadManager: false, polkit: polkitTouched})
+      })
+    } catch (rollbackError) {
+      rolledBack = `ROLLBACK FAILED (${(rollbackError as Error).message}); the next sysext-helper run will retry it`
+    }
+    throw annotate(error, plan, rolledBack)
+  }
+}
+
+function annotate(error: unknown, plan: InstallPlan, outcome: string): HelperError {
+  const base = error instanceof HelperError ? error : new HelperError('INSTALL_FAILED', (error as Error).message, {cause: error})
+  const unit = plan.declarations.busNames.find((b) => b.unit)?.unit
+  return new HelperError(base.code, `Installing ${plan.name} failed at ${base.step ?? 'an unknown step'}: ${base.message} The change was ${outcome}.`, {
+    step: base.step,
+    hint: base.hint ?? (unit ? `journalctl -b -u ${unit}` : "journalctl -b -t systemd-sysext"),
+    data: {...base.data, outcome},
+    cause: error,
+  })
+}
+
+export interface UninstallOptions {
+  force?: boolean
+  timeoutS?: number
+  lockTimeoutMs?: number
+  paths?: Paths
+}
+
+export interface UninstallResult {
+  name: string
+  managed: boolean
+  removed: string[]
+  stoppedUnits: string[]
+  steps: StepRecord[]
+}
+
+/** NAME, or an app id recorded as an extension's source. */
+function managedName(state: State, nameOrApp: string): string | undefined {
+  if (state.extensions[nameOrApp]) return nameOrApp
+  return Object.values(state.extensions).find((e) => e.source.appId === nameOrApp)?.name
+}
+
+export async function uninstall(nameOrApp: string, options: UninstallOptions, emit: Emit): Promise<UninstallResult> {
+  const paths = options.paths ?? DEFAULT_PATHS
+  const steps: StepRecord[] = []
+  const timeoutS = options.timeoutS ?? 25
+  const probe = await step(emit, steps, 'preflight', 'Checking the host', probeHost, (p) => `systemd ${p.systemdVersion}, ${p.bus.implementation}`)
+  const session = await openSession(paths, emit, steps, timeoutS, options.lockTimeoutMs ?? 120_000, probe)
+  try {
+    const {state} = session
+    const name = managedName(state, nameOrApp)
+    if (name === undefined) return await uninstallForeign(nameOrApp, paths, options, emit, steps, probe)
+    const entry = state.extensions[name]
+    state.pending[name] = {name, op: 'uninstall', restore: [], startedAt: new Date().toISOString(), pid: process.pid}
+    writeState(paths, state)
+    const stoppedUnits = await step(emit, steps, 'stop', 'Stopping the extension\'s units', async () => {
+      const running: string[] = []
+      for (const unit of entry.units) if (!unit.includes('@.') && (await isActive(unit))) running.push(unit)
+      await stop(running)
+      return running
+    }, (r) => (r.length ? r.join(', ') : 'none running'))
+    const removed = imageEntries(paths, name).filter((e) => e.type === 'symlink' && e.target === entry.linkTarget).map((e) => e.path)
+    await step(emit, steps, 'unlink', `Removing ${removed.join(', ') || 'the link'}`, () => {
+      for (const link of removed) rmSync(link, {force: true})
+    })
+    await step(emit, steps, 'refresh', 'Unmerging (systemd-sysext refresh)', async () => {
+      await refresh(timeoutS * 1000 + 60_000)
+      if (mergedExtensions('/usr').concat(mergedExtensions('/opt')).includes(name))
+        throw new HelperError('SYSEXT_STILL_MERGED', `${name} is still merged after systemd-sysext refresh.`, {hint: 'systemd-sysext list; journalctl -b -t systemd-sysext'})
+    })
+    await step(emit, steps, 'reload', 'Reloading systemd, polkit and the bus', () => reloadAll(probe, {reloadManager: false, polkit: entry.touchesPolkit}), (d) => d)
+    await step(emit, steps, 'cleanup', 'Removing the stage and the record', () => {
+      finishUninstallFiles(paths, state, name)
+      delete state.pending[name]
+      writeState(paths, state)
+    })
+    return {name, managed: true, removed, stoppedUnits, steps}
+  } finally {
+    session.lock.release()
+  }
+}
+
+async function uninstallForeign(name: string, paths: Paths, options: UninstallOptions, emit: Emit, steps: StepRecord[], probe: HostProbe): Promise<UninstallResult> {
+  const entries = imageEntries(paths, name)
+  if (!options.force) {
+    const managed = Object.keys(readState(paths).extensions)
+    throw new HelperError('UNINSTALL_NOT_MANAGED',
+      entries.length > 0
+        ? `${name} is present (${entries.map((e) => e.path).join(', ')}) but not managed by sysext-helper.`
+        : `No extension named ${name} is installed.`,
+      {hint: entries.length > 0 ? `Pass --force to remove a symlink that sysext-helper did not create. Managed: ${managed.join(', ') || 'none'}.` : `Managed extensions: ${managed.join(', ') || 'none'} (see 'sysext-helper list').`})
+  }
+  const links = entries.filter((e) => e.type === 'symlink')
+  if (links.length === 0)
+    throw new HelperError('UNINSTALL_NOT_A_LINK', `${name} is not a symlink (${entries.map((e) => `${e.path}: ${e.type}`).join(', ') || 'absent'}); sysext-helper removes only links.`, {
+      hint: 'Remove the image by hand if it should go, then run systemd-sysext refresh.',
+    })
+  await step(emit, steps, 'unlink', `Removing ${links.map((l) => l.path).join(', ')}`, () => {
+    for (const l of links) rmSync(l.path, {force: true})
+  })
+  await step(emit, steps, 'refresh', 'Unmerging (systemd-sysext refresh)', () => refresh((options.timeoutS ?? 25) * 1000 + 60_000))
+  await step(emit, steps, 'reload', 'Reloading systemd, polkit and the bus', () => reloadAll(probe, {reloadManager: false, polkit: true}), (d) => d)
+  return {name, managed: false, removed: links.map((l) => l.path), stoppedUnits: [], steps}
+}
+
+export interface ListedExtension {
+  name: string
+  managed: boolean
+  source: string | null
+  target: TargetKind | null
+  path: string
+  merged: boolean
+  hash: string | null
+  appId: string | null
+  commit: string | null
+}
+
+/** Managed extensions plus foreign images seen by systemd-sysext. */
+export async function listExtensions(paths: Paths = DEFAULT_PATHS, foreignImages: Array<{name: string; path: string}> = []): Promise<ListedExtension[]> {
+  const state = readState(paths)
+  const merged = new Set([...mergedExtensions('/usr'), ...mergedExtensions('/opt')])
+  const out: ListedExtension[] = Object.values(state.extensions).map((e) => ({
+    name: e.name, managed: true, source: e.source.path, target: e.target, path: e.link, merged: merged.has(e.name),
+    hash: e.hash, appId: e.source.appId ?? null, commit: e.source.commit ?? null,
+  }))
+  for (const image of foreignImages) {
+    if (state.extensions[image.name]) continue
+    out.push({name: image.name, managed: false, source: null, target: null, path: image.path, merged: merged.has(image.name), hash: null, appId: null, commit: null})
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name))
+}
+
+export interface ExtensionStatus {
+  name: string
+  healthy: boolean
+  record: ManagedExtension
+  linkOk: boolean
+  problems: string[]
+  verification: Verification
+  units: Array<{unit: string; active: boolean}>
+}
+
+export async function extensionStatus(nameOrApp: string, paths: Paths = DEFAULT_PATHS, timeoutS = 25): Promise<ExtensionStatus> {
+  const state = readState(paths)
+  const name = managedName(state, nameOrApp)
+  if (name === undefined)
+    throw new HelperError('STATUS_NOT_MANAGED', `${nameOrApp} is not managed by sysext-helper.`, {hint: "See 'sysext-helper list' for managed and foreign extensions."})
+  const record = state.extensions[name]
+  const link = imageEntries(paths, name).find((e) => e.path === record.link)
+  const linkOk = link?.type === 'symlink' && link.target === record.linkTarget && existsSync(record.linkTarget)
+  const polkit = await polkitActive().catch(() => false)
+  const verification = await verifyExtension(record, timeoutS, {usr: existsSync(join(record.linkTarget, 'usr')), polkit})
+  const units = []
+  for (const unit of record.units) if (!unit.includes('@.')) units.push({unit, active: await isActive(unit)})
+  const problems: string[] = []
+  if (!linkOk) problems.push(`${record.link} does not point to ${record.linkTarget} (or the target is gone)`)
+  const v = verificationProblem(verification)
+  if (v) problems.push(v)
+  if (state.pending[name]) problems.push('an interrupted change is pending; any mutating command converges it')
+  return {name, healthy: problems.length === 0, record, linkOk, problems, verification, units}
+}

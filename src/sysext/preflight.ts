@@ -1,0 +1,69 @@
+/** What the host offers: probed once per run, reported by install and doctor. */
+import {existsSync, readFileSync} from 'node:fs'
+import {type BusImplementation, busImplementation, busReachable} from '../dbus/bus-calls.js'
+import {HelperError} from '../errors.js'
+import {polkitActive, polkitVersion} from '../polkit/polkit.js'
+import {isEnabled} from '../systemd/systemctl.js'
+import {sysextVersion} from '../systemd/sysext.js'
+
+export interface HostProbe {
+  root: boolean
+  systemdVersion: number
+  bus: {reachable: boolean; implementation: BusImplementation}
+  polkit: {active: boolean; version?: string}
+  selinux: 'enforcing' | 'permissive' | 'disabled'
+  /** systemd-sysext.service enabled: merges come back after reboot. */
+  sysextServiceEnabled: string
+  /** systemd >= 256 can keep /usr writable while merged (--mutable); older can't. */
+  mutableSupported: boolean
+}
+
+function selinuxMode(): HostProbe['selinux'] {
+  if (!existsSync('/sys/fs/selinux/enforce')) return 'disabled'
+  return readFileSync('/sys/fs/selinux/enforce', 'utf8').trim() === '1' ? 'enforcing' : 'permissive'
+}
+
+export async function probeHost(): Promise<HostProbe> {
+  const systemdVersion = await sysextVersion().catch((error: unknown) => {
+    throw new HelperError('SYSEXT_MISSING', `systemd-sysext is not usable on this host: ${(error as Error).message}`, {
+      step: 'preflight',
+      hint: 'systemd-sysext ships with systemd >= 248 (Debian: package systemd).',
+      cause: error,
+    })
+  })
+  const reachable = await busReachable()
+  const [implementation, active, version, sysextServiceEnabled] = await Promise.all([
+    reachable ? busImplementation() : Promise.resolve<BusImplementation>('unknown'),
+    polkitActive().catch(() => false),
+    polkitVersion(),
+    isEnabled('systemd-sysext.service').catch(() => 'unknown'),
+  ])
+  return {
+    root: process.getuid?.() === 0,
+    systemdVersion,
+    bus: {reachable, implementation},
+    polkit: {active, version},
+    selinux: selinuxMode(),
+    sysextServiceEnabled,
+    mutableSupported: systemdVersion >= 256,
+  }
+}
+
+export interface ProbeWarning {
+  message: string
+  hint: string
+}
+
+/** Conditions that don't stop an install but that the admin should know about. */
+export function probeWarnings(probe: HostProbe, target: 'runtime' | 'local' | 'persistent'): ProbeWarning[] {
+  const out: ProbeWarning[] = []
+  if (probe.selinux === 'enforcing')
+    out.push({message: 'SELinux is enforcing: merged files keep the labels of their source, and services may be denied.', hint: "If activation fails, check 'ausearch -m avc -ts recent' and relabel the staged tree."})
+  if (!probe.mutableSupported)
+    out.push({message: `systemd ${probe.systemdVersion} merges /usr read-only: package managers cannot write /usr while an extension is merged.`, hint: "Run 'systemd-sysext unmerge' before upgrading packages, then 'systemd-sysext refresh'."})
+  if (target !== 'runtime' && probe.sysextServiceEnabled !== 'enabled')
+    out.push({message: `systemd-sysext.service is ${probe.sysextServiceEnabled}: the extension will not be merged again after a reboot.`, hint: 'systemctl enable systemd-sysext.service'})
+  if (!probe.polkit.active)
+    out.push({message: 'polkit is not running: polkit actions cannot be verified.', hint: 'systemctl start polkit.service'})
+  return out
+}

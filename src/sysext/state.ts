@@ -1,0 +1,167 @@
+/**
+ * What sysext-helper manages, in one JSON file written atomically, and the lock
+ * that serializes runs. A transaction in progress is recorded in `pending`
+ * before the host is touched, so a run killed at any step can be undone by the
+ * next one.
+ */
+import {closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync} from 'node:fs'
+import {dirname, join} from 'node:path'
+import {HelperError, fsError} from '../errors.js'
+import {writeFileAtomic} from './fs-atomic.js'
+
+export type TargetKind = 'runtime' | 'local' | 'persistent'
+
+export interface Paths {
+  stateDir: string
+  lockFile: string
+  targets: Record<TargetKind, string>
+}
+
+export const DEFAULT_PATHS: Paths = {
+  stateDir: '/var/lib/sysext-helper',
+  lockFile: '/run/sysext-helper.lock',
+  // systemd-sysext search order: an earlier directory wins on a name clash.
+  targets: {persistent: '/etc/extensions', runtime: '/run/extensions', local: '/var/lib/extensions'},
+}
+
+export interface ExtensionSource {
+  kind: 'path' | 'flatpak'
+  /** The tree as given (for Flatpak: the stable current/active path). */
+  path: string
+  appId?: string
+  installation?: string
+  commit?: string
+}
+
+export interface ManagedExtension {
+  name: string
+  source: ExtensionSource
+  target: TargetKind
+  /** TARGET/NAME. */
+  link: string
+  /** What the link points to: the source tree, or a stage under stateDir. */
+  linkTarget: string
+  /** Set when linkTarget is a staged copy owned by sysext-helper. */
+  stage?: string
+  releaseGenerated: boolean
+  hash: string
+  installedAt: string
+  busNames: Array<{name: string; unit?: string}>
+  units: string[]
+  polkitActions: string[]
+  touchesPolkit: boolean
+  /** Release EXTENSION_RELOAD_MANAGER=1 (systemd >= 255 reloads itself). */
+  reloadManager: boolean
+}
+
+/** Recorded before the host is changed; removed when the change is complete or undone. */
+export interface PendingChange {
+  name: string
+  op: 'install' | 'uninstall'
+  /** Every link path this change touches, with its target before the change (null: absent). */
+  restore: Array<{link: string; target: string | null}>
+  /** A stage created by this change, to delete when undoing it. */
+  newStage?: string
+  startedAt: string
+  pid: number
+}
+
+export interface State {
+  version: 1
+  extensions: Record<string, ManagedExtension>
+  pending: Record<string, PendingChange>
+}
+
+export function emptyState(): State {
+  return {version: 1, extensions: {}, pending: {}}
+}
+
+export function statePath(paths: Paths): string {
+  return join(paths.stateDir, 'state.json')
+}
+
+export function stageRoot(paths: Paths): string {
+  return join(paths.stateDir, 'stage')
+}
+
+export function readState(paths: Paths): State {
+  const file = statePath(paths)
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return emptyState()
+    throw fsError('STATE_UNREADABLE', 'Cannot read state', file, error)
+  }
+  try {
+    const parsed = JSON.parse(text) as State
+    return {...emptyState(), ...parsed}
+  } catch (error) {
+    throw new HelperError('STATE_CORRUPT', `State file '${file}' is not valid JSON.`, {
+      file,
+      hint: `Move it aside (mv ${file} ${file}.broken) and re-run; installed extensions then show up as foreign and can be re-installed.`,
+      cause: error,
+    })
+  }
+}
+
+export function writeState(paths: Paths, state: State): void {
+  mkdirSync(paths.stateDir, {recursive: true, mode: 0o755})
+  writeFileAtomic(statePath(paths), `${JSON.stringify(state, null, 2)}\n`)
+}
+
+/** Start time of a process in clock ticks since boot, to tell a live lock holder from a reused PID. */
+function processStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]
+  } catch {
+    return undefined
+  }
+}
+
+export interface Lock {
+  release(): void
+}
+
+/**
+ * Takes the run lock (O_EXCL file holding "PID STARTTIME"). A lock left by a
+ * dead process is taken over. Waits up to `timeoutMs`, calling `onWait` once.
+ */
+export async function acquireLock(paths: Paths, timeoutMs: number, onWait?: (holder: number) => void): Promise<Lock> {
+  mkdirSync(dirname(paths.lockFile), {recursive: true})
+  const me = `${process.pid} ${processStart(process.pid) ?? ''}\n`
+  const deadline = Date.now() + timeoutMs
+  let told = false
+  for (;;) {
+    try {
+      const fd = openSync(paths.lockFile, 'wx', 0o644)
+      writeSync(fd, me)
+      closeSync(fd)
+      return {release: () => rmSync(paths.lockFile, {force: true})}
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError('LOCK_FAILED', 'Cannot create lock', paths.lockFile, error)
+    }
+    let holder: number | undefined
+    let holderStart: string | undefined
+    try {
+      const [pid, start] = readFileSync(paths.lockFile, 'utf8').trim().split(' ')
+      holder = Number(pid)
+      holderStart = start
+    } catch {
+      continue // released between our open and read
+    }
+    const alive = Number.isInteger(holder) && holder > 0 && processStart(holder) !== undefined && processStart(holder) === holderStart
+    if (!alive) {
+      rmSync(paths.lockFile, {force: true})
+      continue
+    }
+    if (Date.now() > deadline)
+      throw new HelperError('LOCKED', `Another sysext-helper run (pid ${holder}) holds ${paths.lockFile}.`, {
+        hint: 'Wait for it to finish, or raise --lock-timeout.',
+      })
+    if (!told) onWait?.(holder)
+    told = true
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
