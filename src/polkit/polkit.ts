@@ -8,6 +8,12 @@ export async function polkitActive(): Promise<boolean> {
   return isActive(POLKIT_UNIT)
 }
 
+/** polkit is usually D-Bus activated: installed but not running until first used. */
+export async function polkitInstalled(): Promise<boolean> {
+  const {exitCode} = await run('systemctl', ['cat', POLKIT_UNIT], {okCodes: [0, 1]}).catch(() => ({exitCode: 1}))
+  return exitCode === 0
+}
+
 export async function polkitVersion(): Promise<string | undefined> {
   try {
     const {stdout} = await run('pkaction', ['--version'])

@@ -7,7 +7,7 @@ import {existsSync, mkdirSync, rmSync} from 'node:fs'
 import {join, resolve} from 'node:path'
 import {reloadConfig, ping, type PingFailure} from '../dbus/bus-calls.js'
 import {HelperError} from '../errors.js'
-import {actionKnown, polkitActive, reloadPolkit} from '../polkit/polkit.js'
+import {actionKnown, polkitActive, polkitInstalled, reloadPolkit} from '../polkit/polkit.js'
 import {daemonReload, isActive, stop} from '../systemd/systemctl.js'
 import {mergedExtensions, refresh} from '../systemd/sysext.js'
 import {type Declarations, contentHash, declarations} from './declarations.js'
@@ -386,7 +386,7 @@ async function applyInstall(ctx: Context, state: State, plan: InstallPlan, valid
     let verification: Verification = {merged: true, busNames: [], polkitActions: []}
     if (options.verify !== false) {
       verification = await step(emit, steps, 'verify', 'Verifying activation', async () => {
-        const v = await verifyExtension(entry, timeoutS, {usr, polkit: probe.polkit.active})
+        const v = await verifyExtension(entry, timeoutS, {usr, polkit: probe.polkit.installed})
         const problem = verificationProblem(v)
         if (problem) throw new HelperError('INSTALL_VERIFY_FAILED', `${plan.name} was merged, but ${problem}`, {step: 'verify', data: {verification: v}})
         return v
@@ -563,7 +563,7 @@ export async function extensionStatus(nameOrApp: string, paths: Paths = DEFAULT_
   const record = state.extensions[name]
   const link = imageEntries(paths, name).find((e) => e.path === record.link)
   const linkOk = link?.type === 'symlink' && link.target === record.linkTarget && existsSync(record.linkTarget)
-  const polkit = await polkitActive().catch(() => false)
+  const polkit = await polkitInstalled().catch(() => false)
   const verification = await verifyExtension(record, timeoutS, {usr: existsSync(join(record.linkTarget, 'usr')), polkit})
   const units = []
   for (const unit of record.units) if (!unit.includes('@.')) units.push({unit, active: await isActive(unit)})

@@ -2,7 +2,7 @@
 import {existsSync, readFileSync} from 'node:fs'
 import {type BusImplementation, busImplementation, busReachable} from '../dbus/bus-calls.js'
 import {HelperError} from '../errors.js'
-import {polkitActive, polkitVersion} from '../polkit/polkit.js'
+import {polkitActive, polkitInstalled, polkitVersion} from '../polkit/polkit.js'
 import {isEnabled} from '../systemd/systemctl.js'
 import {sysextVersion} from '../systemd/sysext.js'
 
@@ -10,7 +10,8 @@ export interface HostProbe {
   root: boolean
   systemdVersion: number
   bus: {reachable: boolean; implementation: BusImplementation}
-  polkit: {active: boolean; version?: string}
+  /** installed: the unit exists (polkit is often bus-activated, so not running until used). */
+  polkit: {installed: boolean; active: boolean; version?: string}
   selinux: 'enforcing' | 'permissive' | 'disabled'
   /** systemd-sysext.service enabled: merges come back after reboot. */
   sysextServiceEnabled: string
@@ -32,8 +33,9 @@ export async function probeHost(): Promise<HostProbe> {
     })
   })
   const reachable = await busReachable()
-  const [implementation, active, version, sysextServiceEnabled] = await Promise.all([
+  const [implementation, installed, active, version, sysextServiceEnabled] = await Promise.all([
     reachable ? busImplementation() : Promise.resolve<BusImplementation>('unknown'),
+    polkitInstalled(),
     polkitActive().catch(() => false),
     polkitVersion(),
     isEnabled('systemd-sysext.service').catch(() => 'unknown'),
@@ -42,7 +44,7 @@ export async function probeHost(): Promise<HostProbe> {
     root: process.getuid?.() === 0,
     systemdVersion,
     bus: {reachable, implementation},
-    polkit: {active, version},
+    polkit: {installed, active, version},
     selinux: selinuxMode(),
     sysextServiceEnabled,
     mutableSupported: systemdVersion >= 256,
@@ -63,7 +65,7 @@ export function probeWarnings(probe: HostProbe, target: 'runtime' | 'local' | 'p
     out.push({message: `systemd ${probe.systemdVersion} merges /usr read-only: package managers cannot write /usr while an extension is merged.`, hint: "Run 'systemd-sysext unmerge' before upgrading packages, then 'systemd-sysext refresh'."})
   if (target !== 'runtime' && probe.sysextServiceEnabled !== 'enabled')
     out.push({message: `systemd-sysext.service is ${probe.sysextServiceEnabled}: the extension will not be merged again after a reboot.`, hint: 'systemctl enable systemd-sysext.service'})
-  if (!probe.polkit.active)
-    out.push({message: 'polkit is not running: polkit actions cannot be verified.', hint: 'systemctl start polkit.service'})
+  if (!probe.polkit.installed)
+    out.push({message: 'polkit is not installed: polkit actions cannot be verified, and services cannot authorize callers.', hint: 'apt install polkitd'})
   return out
 }

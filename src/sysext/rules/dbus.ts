@@ -11,8 +11,8 @@ import {parseKeyFile} from '../keyfile.js'
 import {type Tree, childrenOf} from '../tree.js'
 import type {RuleContext, RuleSet} from './context.js'
 
-export const SERVICES_DIR = 'usr/share/dbus-1/system-services'
-export const POLICY_DIR = 'usr/share/dbus-1/system.d'
+const SERVICES_DIR = 'usr/share/dbus-1/system-services'
+const POLICY_DIR = 'usr/share/dbus-1/system.d'
 export const UNITS_DIR = 'usr/lib/systemd/system'
 const GROUP = 'D-BUS Service'
 
@@ -97,7 +97,7 @@ export function parseXml(text: string): {root: XmlElement} | {line: number; mess
 }
 
 /** All elements below (and including) `element`, depth first. */
-export function descendants(element: XmlElement): XmlElement[] {
+function descendants(element: XmlElement): XmlElement[] {
   return [element, ...element.children.flatMap(descendants)]
 }
 
@@ -136,7 +136,7 @@ function findUnit(ctx: RuleContext, unit: string): boolean {
 }
 
 /** Unit file name in the tree that declares `alias` in [Install] Alias=. */
-export function unitWithAlias(tree: Tree, alias: string): string | undefined {
+function unitWithAlias(tree: Tree, alias: string): string | undefined {
   for (const entry of childrenOf(tree, UNITS_DIR)) {
     if (entry.text === undefined) continue
     const aliases = unitValues(parseUnitFile(entry.text), 'Install', 'Alias').flatMap((a) => a.value.split(/\s+/))

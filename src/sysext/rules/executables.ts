@@ -129,6 +129,7 @@ export const executablesRules: RuleSet = {
       if (!found || found.type !== 'file') return undefined
       if (found.source === 'host') return {ok: true}
       const entry = tree.entries.get(found.path.slice(1)) as TreeEntry
+      // Unreadable here (files rules report it): give it the benefit of the doubt.
       if (entry.readError) return {ok: true}
       if (!entry.elf) {
         // scanTree parses files that are executable or named *.so*; others were not looked at.
@@ -238,8 +239,9 @@ export const executablesRules: RuleSet = {
       }
       if (elf.type !== 'exec' && elf.type !== 'dyn') return false
       if (!runsOnHost(elf)) {
+        const consequence = executable(entry.mode) ? 'activation will fail with "Exec format error"' : 'ld.so will not load it'
         findings.push(error('exec-architecture-mismatch', file,
-          `${file} is built for ${describeArch(elf)}, but the host is ${host.architecture}; ${failure(entry)} "Exec format error" or "wrong ELF class".`,
+          `${file} is built for ${describeArch(elf)}, but the host is ${host.architecture}; ${consequence}.`,
           `Build the extension for ${host.architecture}, or ship one extension per architecture with ARCHITECTURE= set in its extension-release file.`))
         return false
       }
@@ -271,9 +273,9 @@ export const executablesRules: RuleSet = {
       const missing = (message: string, hint: string): void => {
         findings.push(error('exec-script-interpreter-missing', file, message, hint))
       }
-      const usable = (path: string): Resolved | undefined => {
+      const usable = (path: string): boolean => {
         const found = resolve(posix.resolve('/', path))
-        return found && found.type === 'file' && executable(found.mode) ? found : undefined
+        return found !== undefined && found.type === 'file' && executable(found.mode)
       }
       // The kernel splits the #! line once: the interpreter, then everything else as one argument.
       const [interp] = shebang.split(/[ \t]/, 1)
@@ -282,9 +284,15 @@ export const executablesRules: RuleSet = {
         missing(`${file} has an empty #! line; activation will fail with "Exec format error".`, 'Name an interpreter the host has, e.g. #!/bin/sh.')
         return
       }
-      if (!usable(interp)) {
-        missing(`${file} starts with #!${interp}, which is not an executable file in the extension or on the host; activation will fail with "No such file or directory".`,
+      const target = resolve(posix.resolve('/', interp))
+      if (!target || target.type !== 'file') {
+        missing(`${file} starts with #!${interp}, which is neither in the extension nor on the host; activation will fail with "No such file or directory".`,
           'Use an interpreter the host has, or ship it in the extension.')
+        return
+      }
+      if (!executable(target.mode)) {
+        missing(`${file} starts with #!${interp}, which is not executable (mode ${(target.mode & 0o7777).toString(8)}); activation will fail with "Permission denied".`,
+          `Use an interpreter the host has, or ship ${interp} in the extension with mode 0755.`)
         return
       }
       if (posix.basename(interp) !== 'env' || arg === '') return
@@ -300,11 +308,8 @@ export const executablesRules: RuleSet = {
       } else {
         name = arg
       }
-      const found = name.includes('/') ? usable(name) : ENV_PATH.map((dir) => usable(posix.join(dir, name))).find((r) => r)
-      if (found) return
-      const split = /\s/.test(name)
-        ? ` (the kernel passes "${name}" to env as one word)`
-        : ''
+      if (name.includes('/') ? usable(name) : ENV_PATH.some((dir) => usable(posix.join(dir, name)))) return
+      const split = /\s/.test(name) ? ` (the kernel passes "${name}" to env as one word)` : ''
       missing(`${file} runs "${name}" through ${interp}, but no executable ${name} is in ${ENV_PATH.join(', ')} of the extension or the host${split}; activation will fail with "No such file or directory".`,
         split ? `Use "#!${interp} -S ${name}", or name the interpreter's absolute path.` : `Use an interpreter the host has, or ship ${name} in the extension.`)
     }

@@ -1,0 +1,123 @@
+import assert from 'node:assert/strict'
+import {describe, test} from 'node:test'
+import type {Finding, Severity} from '../../src/sysext/findings.js'
+import {loadHost} from '../../src/sysext/host.js'
+import {actionIdProblem, polkitRules} from '../../src/sysext/rules/polkit.js'
+import {scanTree} from '../../src/sysext/tree.js'
+import {DEBIAN_12, type FileSpec, makeHostRoot, makeTree} from '../lib/fixtures.js'
+
+const ACTIONS = 'usr/share/polkit-1/actions'
+const FILE = `${ACTIONS}/org.example.App1.policy`
+
+function check(files: Record<string, FileSpec>): Finding[] {
+  return polkitRules.check({tree: scanTree(makeTree(files)), host: loadHost(makeHostRoot(DEBIAN_12)), name: undefined, origin: 'path'})
+}
+
+function assertFinding(findings: Finding[], rule: string, severity: Severity, file: string): Finding {
+  const found = findings.find((f) => f.rule === rule && f.file === file)
+  assert.ok(found, `expected ${rule} on ${file}, got ${JSON.stringify(findings.map((f) => [f.rule, f.file]))}`)
+  assert.equal(found.severity, severity)
+  assert.ok(!found.message.includes('\n') && !found.hint.includes('\n'), 'message and hint are one line')
+  return found
+}
+
+function assertNo(findings: Finding[], rule: string): void {
+  assert.deepEqual(findings.filter((f) => f.rule === rule), [])
+}
+
+const action = (id: string, any = 'no', inactive = 'no', active = 'auth_admin_keep'): string => `  <action id="${id}">
+    <description>Configure the example</description>
+    <message>Authentication is required to configure the example</message>
+    <defaults>
+      <allow_any>${any}</allow_any>
+      <allow_inactive>${inactive}</allow_inactive>
+      <allow_active>${active}</allow_active>
+    </defaults>
+  </action>`
+const policyconfig = (...actions: string[]): string => `<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE policyconfig PUBLIC
+ "-//freedesktop//DTD PolicyKit Policy Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/PolicyKit/1/policyconfig.dtd">
+<policyconfig>
+  <vendor>Example</vendor>
+${actions.join('\n')}
+</policyconfig>
+`
+const good = {[FILE]: policyconfig(action('org.example.App1.configure'), action('org.example.App1.read', 'auth_admin', 'yes', 'yes'))}
+
+describe('polkit rules: a correct action file', () => {
+  test('produces no finding', () => {
+    assert.deepEqual(check(good), [])
+  })
+})
+
+describe('actionIdProblem', () => {
+  test('accepts reverse-DNS ids with - and digits', () => {
+    assert.equal(actionIdProblem('org.example.App1.do-thing2'), undefined)
+  })
+  test('rejects ids without a dot, with other characters, or a leading/trailing dot', () => {
+    assert.match(actionIdProblem('configure') ?? '', /no '\.'/)
+    assert.match(actionIdProblem('org.example.do_thing') ?? '', /characters other than/)
+    assert.match(actionIdProblem('org.example.') ?? '', /starts or ends with '\.'/)
+    assert.match(actionIdProblem('.org.example') ?? '', /starts or ends with '\.'/)
+    assert.match(actionIdProblem('') ?? '', /empty/)
+  })
+})
+
+describe('polkit action file rules', () => {
+  test('polkit-policy-unreadable', () => {
+    assertFinding(check({[FILE]: `<policyconfig/>${' '.repeat(1024 * 1024 + 1)}`}), 'polkit-policy-unreadable', 'error', FILE)
+    assertNo(check(good), 'polkit-policy-unreadable')
+  })
+
+  test('polkit-policy-xml: malformed XML with its line', () => {
+    const findings = check({[FILE]: '<policyconfig>\n  <action id="org.example.App1.x">\n</policyconfig>\n'})
+    assert.match(assertFinding(findings, 'polkit-policy-xml', 'error', FILE).message, /^Line 3: /)
+    assertNo(check(good), 'polkit-policy-xml')
+  })
+
+  test('polkit-policy-root: the root element is not <policyconfig>', () => {
+    assertFinding(check({[FILE]: `<policy>${action('org.example.App1.configure')}</policy>\n`}), 'polkit-policy-root', 'error', FILE)
+    assertNo(check(good), 'polkit-policy-root')
+  })
+
+  test('polkit-action-id-invalid: missing and invalid ids', () => {
+    const findings = check({[FILE]: policyconfig(action('configure'), '  <action><description>x</description></action>')})
+    const invalid = findings.filter((f) => f.rule === 'polkit-action-id-invalid')
+    assert.deepEqual(invalid.map((f) => [f.severity, f.file]), [['error', FILE], ['error', FILE]])
+    assert.match(invalid[0].message, /^Line 7: <action id="configure">: the id has no '\.'/)
+    assert.match(invalid[1].message, /^Line 16: <action id="">: the id is missing\.$/)
+    assertNo(check(good), 'polkit-action-id-invalid')
+  })
+
+  test('polkit-action-duplicate: the same id in two files of the tree', () => {
+    const other = `${ACTIONS}/org.example.App1.extra.policy`
+    const findings = check({...good, [other]: policyconfig(action('org.example.App1.configure'))})
+    // Files are read in name order, so the second file is the duplicate.
+    assert.match(assertFinding(findings, 'polkit-action-duplicate', 'error', FILE).message,
+      new RegExp(`action org\\.example\\.App1\\.configure is already defined at ${other}:7`))
+    assertNo(check(good), 'polkit-action-duplicate')
+  })
+
+  test('polkit-defaults-invalid: a value that is not an authorization', () => {
+    const findings = check({[FILE]: policyconfig(action('org.example.App1.configure', 'no', 'no', 'auth_admin_kept'))})
+    assert.match(assertFinding(findings, 'polkit-defaults-invalid', 'error', FILE).message,
+      /^Line 13: <allow_active>auth_admin_kept<\/allow_active> in action org\.example\.App1\.configure is not one of/)
+    assertNo(check(good), 'polkit-defaults-invalid')
+  })
+
+  test('polkit-allow-any-yes: any client gets the action without authentication', () => {
+    const findings = check({[FILE]: policyconfig(action('org.example.App1.configure', 'yes'))})
+    assertFinding(findings, 'polkit-allow-any-yes', 'warning', FILE)
+    // allow_inactive/allow_active=yes stay limited to local sessions and are not flagged.
+    assertNo(check(good), 'polkit-allow-any-yes')
+  })
+
+  test('polkit-rules-file: a JavaScript rule shipped in usr/share/polkit-1/rules.d', () => {
+    const rules = 'usr/share/polkit-1/rules.d/50-org.example.App1.rules'
+    const findings = check({...good, [rules]: 'polkit.addRule(function(action, subject) { return polkit.Result.YES; });\n'})
+    assertFinding(findings, 'polkit-rules-file', 'error', rules)
+    assertNo(check({...good, 'usr/share/polkit-1/rules.d/README': 'not a rule\n'}), 'polkit-rules-file')
+    assertNo(check(good), 'polkit-rules-file')
+  })
+})
