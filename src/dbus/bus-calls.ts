@@ -45,7 +45,7 @@ export function diagnosePing(name: string, detail: string, unit?: string): PingF
       `The bus does not know a service file for ${name}: it was not merged, or the bus did not reload its configuration (check Name= and the file name).`],
     [/Cannot launch daemon|file not found or permissions invalid|Failed to execute|No such file/i, 'exec-failed',
       `The bus could not execute the service's Exec= binary: missing, not executable, or it needs a library the host lacks (run 'sysext-helper validate').`],
-    [/exited|ChildExited|Launch helper|unit failed|UnitFailed|activation request failed/i, 'exited',
+    [/exited|ChildExited|Launch helper|unit failed|UnitFailed|activation request failed|startup job failed/i, 'exited',
       `The service started and exited before taking its name. See '${journal}'.`],
     [/Remote peer disconnected|NoReply|disconnected/i, 'disconnected', `The service started, then died or dropped its connection. See '${journal}'.`],
     [/Access denied|AccessDenied|not allowed to own|Rejected send/i, 'access-denied',

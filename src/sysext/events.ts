@@ -22,6 +22,8 @@ export interface StepRecord {
 
 /** Runs `fn` as a step: emits start/end, records timing into `log`. */
 export async function step<T>(emit: Emit, log: StepRecord[], name: StepName, label: string, fn: () => Promise<T> | T, detail?: (value: T) => string | undefined): Promise<T> {
+  // Fault injection for the crash-convergence tests: die like `kill -9` when a step starts.
+  if (process.env.SYSEXT_HELPER_CRASH_AT === name) process.kill(process.pid, 'SIGKILL')
   emit({type: 'step-start', step: name, label})
   const started = performance.now()
   try {
