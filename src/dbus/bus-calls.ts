@@ -62,7 +62,7 @@ export async function ping(name: string, timeoutS: number, unit?: string): Promi
     await run('busctl', ['--system', `--timeout=${timeoutS}`, 'call', name, '/', 'org.freedesktop.DBus.Peer', 'Ping'], {timeoutMs: (timeoutS + 5) * 1000})
     return undefined
   } catch (error) {
-    const detail = error instanceof HelperError ? error.message.replace(/^.*failed \(exit \d+\): ?/, '') : String(error)
+    const detail = error instanceof HelperError ? error.message.replace(/^.*failed \(exit \d+\): ?/, '').replace(/^Call failed: /, '') : String(error)
     return diagnosePing(name, detail, unit)
   }
 }
