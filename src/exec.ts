@@ -12,6 +12,8 @@ export interface RunOptions {
   /** Exit codes that are not failures (default: only 0). */
   okCodes?: number[]
   env?: Record<string, string>
+  /** Aborting kills the process; run() then throws EXEC_CANCELLED. */
+  signal?: AbortSignal
 }
 
 export interface RunResult {
@@ -38,9 +40,11 @@ export async function run(file: string, args: readonly string[], options: RunOpt
     env: {LC_ALL: 'C', PATH: SYSTEM_PATH, SYSTEMD_COLORS: '0', SYSTEMD_PAGER: '', ...options.env},
     extendEnv: true,
     stripFinalNewline: true,
+    cancelSignal: options.signal,
   })
   const stdout = String(result.stdout ?? '')
   const stderr = String(result.stderr ?? '')
+  if (result.isCanceled) throw new HelperError('EXEC_CANCELLED', `'${command}' was cancelled.`)
   if (result.timedOut)
     throw new HelperError('EXEC_TIMEOUT', `'${command}' did not finish within ${Math.round((options.timeoutMs ?? 60_000) / 1000)} s.`, {hint: 'Check the system journal (journalctl -b) for what it waited on.'})
   if ((result as {code?: string}).code === 'ENOENT')

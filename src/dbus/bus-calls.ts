@@ -56,13 +56,40 @@ export function diagnosePing(name: string, detail: string, unit?: string): PingF
   return {cause: 'other', detail, diagnosis: `See '${journal}'.`}
 }
 
-/** Peer.Ping on a well-known name, auto-starting it. Returns undefined on success. */
+async function unitFailed(unit: string): Promise<boolean> {
+  const {ActiveState} = await show(unit, ['ActiveState'])
+  return ActiveState === 'failed'
+}
+
+/**
+ * Peer.Ping on a well-known name, auto-starting it. Returns undefined on success.
+ * When activation goes through a unit, a unit that fails ends the wait at once
+ * (dbus-daemon would otherwise keep the call pending until the timeout).
+ */
 export async function ping(name: string, timeoutS: number, unit?: string): Promise<PingFailure | undefined> {
+  if (unit && (await unitFailed(unit))) await run('systemctl', ['reset-failed', unit])
+  const abort = new AbortController()
+  let failedUnit = false
+  const watch = unit
+    ? (async () => {
+        while (!abort.signal.aborted) {
+          await new Promise((r) => setTimeout(r, 200))
+          if (!abort.signal.aborted && (await unitFailed(unit).catch(() => false))) {
+            failedUnit = true
+            abort.abort()
+          }
+        }
+      })()
+    : Promise.resolve()
   try {
-    await run('busctl', ['--system', `--timeout=${timeoutS}`, 'call', name, '/', 'org.freedesktop.DBus.Peer', 'Ping'], {timeoutMs: (timeoutS + 5) * 1000})
+    await run('busctl', ['--system', `--timeout=${timeoutS}`, 'call', name, '/', 'org.freedesktop.DBus.Peer', 'Ping'], {timeoutMs: (timeoutS + 5) * 1000, signal: abort.signal})
     return undefined
   } catch (error) {
+    if (failedUnit) return diagnosePing(name, `unit failed: ${unit} entered the failed state during activation`, unit)
     const detail = error instanceof HelperError ? error.message.replace(/^.*failed \(exit \d+\): ?/, '').replace(/^Call failed: /, '') : String(error)
     return diagnosePing(name, detail, unit)
+  } finally {
+    abort.abort()
+    await watch
   }
 }
