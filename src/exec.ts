@@ -3,7 +3,6 @@
  * fixed PATH, LC_ALL=C so output can be parsed, a timeout, and failures turned
  * into HelperErrors that carry the command line and its stderr.
  */
-import {execa} from 'execa'
 import {HelperError} from './errors.js'
 
 export interface RunOptions {
@@ -32,6 +31,8 @@ export function commandLine(file: string, args: readonly string[]): string {
 /** Runs a command; throws HelperError (code EXEC_FAILED / EXEC_NOT_FOUND / EXEC_TIMEOUT) unless the exit code is ok. */
 export async function run(file: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   const command = commandLine(file, args)
+  // Loaded on first use: commands that spawn nothing (validate, --version) skip its start-up cost.
+  const {execa} = await import('execa')
   const result = await execa(file, args, {
     reject: false,
     timeout: options.timeoutMs ?? 60_000,

@@ -1,8 +1,9 @@
 /** Renders progress events: ora spinners on a terminal, one plain line per step otherwise, nothing for --json. */
-import ora, {type Ora} from 'ora'
+import type {Ora} from 'ora'
 import type {Emit, ProgressEvent} from '../sysext/events.js'
 
-export function createReporter(json: boolean, stream: NodeJS.WriteStream = process.stderr): Emit {
+/** ora is loaded only for a terminal: piped and --json runs skip its start-up cost. */
+export async function createReporter(json: boolean, stream: NodeJS.WriteStream = process.stderr): Promise<Emit> {
   if (json) return () => {}
   if (!stream.isTTY) {
     return (event: ProgressEvent) => {
@@ -11,6 +12,7 @@ export function createReporter(json: boolean, stream: NodeJS.WriteStream = proce
       else if (event.type === 'info') stream.write(`${event.message}\n`)
     }
   }
+  const {default: ora} = await import('ora')
   let spinner: Ora | undefined
   let label = ''
   return (event: ProgressEvent) => {

@@ -34,7 +34,7 @@ export default class Install extends BaseCommand {
       verify: !flags['no-verify'],
       keepOnFailure: flags['keep-on-failure'],
       timeoutS: flags.timeout,
-    }, createReporter(this.jsonEnabled()))
+    }, await createReporter(this.jsonEnabled()))
     if (!this.jsonEnabled()) this.log(renderInstall(result))
     return result
   }

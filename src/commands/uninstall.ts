@@ -14,7 +14,7 @@ export default class Uninstall extends BaseCommand {
 
   async run(): Promise<UninstallResult> {
     const {args, flags} = await this.parse(Uninstall)
-    const result = await uninstall(args.name, {force: flags.force, timeoutS: flags.timeout}, createReporter(this.jsonEnabled()))
+    const result = await uninstall(args.name, {force: flags.force, timeoutS: flags.timeout}, await createReporter(this.jsonEnabled()))
     if (!this.jsonEnabled()) this.log(`${result.name} removed (${result.removed.join(', ') || 'no link'}).`)
     return result
   }

@@ -212,13 +212,14 @@ function isMerged(name: string, tree: {usr: boolean}): boolean {
 }
 
 export async function verifyExtension(entry: Pick<ManagedExtension, 'name' | 'busNames' | 'polkitActions'>, timeoutS: number, opts: {usr: boolean; polkit: boolean}): Promise<Verification> {
-  const busNames = []
-  for (const {name, unit} of entry.busNames) {
-    const failure = await ping(name, timeoutS, unit)
-    busNames.push(failure ? {name, ok: false, failure} : {name, ok: true})
-  }
-  const polkitActions = []
-  if (opts.polkit) for (const id of entry.polkitActions) polkitActions.push({id, ok: await actionKnown(id)})
+  // Independent checks run together: activation and polkit start-up overlap.
+  const [busNames, polkitActions] = await Promise.all([
+    Promise.all(entry.busNames.map(async ({name, unit}) => {
+      const failure = await ping(name, timeoutS, unit)
+      return failure ? {name, ok: false, failure} : {name, ok: true}
+    })),
+    Promise.all((opts.polkit ? entry.polkitActions : []).map(async (id) => ({id, ok: await actionKnown(id)}))),
+  ])
   return {merged: isMerged(entry.name, {usr: opts.usr}), busNames, polkitActions}
 }
 

@@ -25,16 +25,16 @@ function selinuxMode(): HostProbe['selinux'] {
 }
 
 export async function probeHost(): Promise<HostProbe> {
-  const systemdVersion = await sysextVersion().catch((error: unknown) => {
-    throw new HelperError('SYSEXT_MISSING', `systemd-sysext is not usable on this host: ${(error as Error).message}`, {
-      step: 'preflight',
-      hint: 'systemd-sysext ships with systemd >= 248 (Debian: package systemd).',
-      cause: error,
-    })
-  })
-  const reachable = await busReachable()
-  const [implementation, installed, active, version, sysextServiceEnabled] = await Promise.all([
-    reachable ? busImplementation() : Promise.resolve<BusImplementation>('unknown'),
+  const [systemdVersion, reachable, implementation, installed, active, version, sysextServiceEnabled] = await Promise.all([
+    sysextVersion().catch((error: unknown) => {
+      throw new HelperError('SYSEXT_MISSING', `systemd-sysext is not usable on this host: ${(error as Error).message}`, {
+        step: 'preflight',
+        hint: 'systemd-sysext ships with systemd >= 248 (Debian: package systemd).',
+        cause: error,
+      })
+    }),
+    busReachable(),
+    busImplementation().catch((): BusImplementation => 'unknown'),
     polkitInstalled(),
     polkitActive().catch(() => false),
     polkitVersion(),
