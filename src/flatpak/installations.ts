@@ -80,6 +80,8 @@ export interface AppDeploy {
   commit: string
   /** files/lib/extensions: the extension tree, when the app ships one. */
   extensions: string
+  /** The remote it was installed from, when known. */
+  origin?: string
 }
 
 function isSameDir(a: string, b: string): boolean {
@@ -88,6 +90,44 @@ function isSameDir(a: string, b: string): boolean {
   } catch {
     return a === b
   }
+}
+
+/** The active deploy of `appId` in `installation`, or undefined when it is not installed there. */
+export function deployOf(installation: Installation, appId: string): AppDeploy | undefined {
+  const active = join(installation.path, 'app', appId, 'current', 'active')
+  const files = join(active, 'files')
+  try {
+    const deployDir = realpathSync(active)
+    if (!statSync(files).isDirectory()) return undefined
+    return {appId, installation, files, deployDir, commit: deployDir.split('/').pop() as string, extensions: join(files, 'lib', 'extensions'), origin: originOf(deployDir)}
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * The remote an app was installed from. The deploy file is a GVariant
+ * (ssasta{sv}) whose first member, the origin, is a NUL-terminated string at offset 0.
+ */
+function originOf(deployDir: string): string | undefined {
+  try {
+    const data = readFileSync(join(deployDir, 'deploy'))
+    const end = data.indexOf(0)
+    return end > 0 ? data.subarray(0, end).toString('utf8') : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Every app deployed in an installation (sorted by id). */
+export function appsIn(installation: Installation): AppDeploy[] {
+  let ids: string[]
+  try {
+    ids = readdirSync(join(installation.path, 'app')).sort()
+  } catch {
+    return []
+  }
+  return ids.map((id) => deployOf(installation, id)).filter((d): d is AppDeploy => d !== undefined)
 }
 
 /**
@@ -111,15 +151,8 @@ export function findApp(appId: string, options: FlatpakEnv & {installationPath?:
     searched = [chosen]
   }
   for (const installation of searched) {
-    const files = join(installation.path, 'app', appId, 'current', 'active', 'files')
-    let deployDir: string
-    try {
-      deployDir = realpathSync(join(installation.path, 'app', appId, 'current', 'active'))
-      if (!statSync(files).isDirectory()) continue
-    } catch {
-      continue
-    }
-    return {appId, installation, files, deployDir, commit: deployDir.split('/').pop() as string, extensions: join(files, 'lib', 'extensions')}
+    const deploy = deployOf(installation, appId)
+    if (deploy) return deploy
   }
   if (existsSync(join(env.userDir, 'app', appId)))
     throw new HelperError('FLATPAK_USER_INSTALLATION',

@@ -11,7 +11,7 @@ import {actionKnown, polkitActive, polkitInstalled, reloadPolkit} from '../polki
 import {daemonReload, isActive, stop} from '../systemd/systemctl.js'
 import {mergedExtensions, refresh} from '../systemd/sysext.js'
 import {type Declarations, contentHash, declarations} from './declarations.js'
-import {type Emit, type StepRecord, step} from './events.js'
+import {type Emit, type StepName, type StepRecord, step} from './events.js'
 import type {Finding} from './findings.js'
 import {symlinkAtomic} from './fs-atomic.js'
 import {type ImageEntry, imageEntries, unsafeAncestor} from './links.js'
@@ -26,6 +26,7 @@ import {
   type TargetKind, acquireLock, readState, stageRoot, writeState,
 } from './state.js'
 import {type Validated, type ValidateOptions, validate} from './validate.js'
+import type {Tree} from './tree.js'
 
 /** Release findings that install cures by generating a release file in a staged copy. */
 const CURED_BY_STAGING = new Set(['release-missing'])
@@ -242,10 +243,6 @@ function undo(pending: PendingChange, state: State): void {
   if (pending.newStage && !referenced) rmSync(pending.newStage, {recursive: true, force: true})
 }
 
-function hasUsr(decl: {path: string}): boolean {
-  return existsSync(join(decl.path, 'usr'))
-}
-
 /**
  * Converges changes left pending by a run that was killed: installs are rolled
  * back, uninstalls are finished. Called under the lock by every mutating command.
@@ -298,31 +295,43 @@ export async function openSession(paths: Paths, emit: Emit, steps: StepRecord[],
   }
 }
 
+/** The preflight step: probe the host, refuse without a system bus. */
+export async function preflight(emit: Emit, steps: StepRecord[]): Promise<HostProbe> {
+  const probe = await step(emit, steps, 'preflight', 'Checking the host', probeHost,
+    (p) => `systemd ${p.systemdVersion}, ${p.bus.implementation}, polkit ${p.polkit.installed ? p.polkit.version ?? 'installed' : 'missing'}, SELinux ${p.selinux}`)
+  if (!probe.bus.reachable)
+    throw new HelperError('BUS_UNREACHABLE', 'The system bus is not reachable.', {step: 'preflight', hint: 'systemctl status dbus.service'})
+  return probe
+}
+
+/** The validate step and the pure plan, from the host as it is now. */
+export async function validateAndPlan(target: string, options: ValidateOptions, state: State, paths: Paths, targetKind: TargetKind, emit: Emit, steps: StepRecord[]): Promise<{validated: Validated; plan: InstallPlan}> {
+  const validated = await step(emit, steps, 'validate', `Validating ${target}`, () => validate(target, options),
+    (v) => `${v.report.findings.length} finding${v.report.findings.length === 1 ? '' : 's'}`)
+  const plan = planInstall({
+    validated,
+    state,
+    paths,
+    targetKind,
+    entries: validated.report.name ? imageEntries(paths, validated.report.name) : [],
+    merged: mergedExtensions('/usr').concat(mergedExtensions('/opt')),
+    unsafe: validated.target.origin === 'path' ? unsafeAncestor(validated.report.path) : undefined,
+  })
+  return {validated, plan}
+}
+
 export async function install(target: string, options: InstallOptions, emit: Emit): Promise<InstallResult> {
   const paths = options.paths ?? DEFAULT_PATHS
   const steps: StepRecord[] = []
   const timeoutS = options.timeoutS ?? 25
   const targetKind = options.targetKind ?? 'local'
 
-  const probe = options.dryRun ? undefined : await step(emit, steps, 'preflight', 'Checking the host', probeHost,
-    (p) => `systemd ${p.systemdVersion}, ${p.bus.implementation}, polkit ${p.polkit.active ? p.polkit.version ?? 'active' : 'inactive'}, SELinux ${p.selinux}`)
-  if (probe && !probe.bus.reachable)
-    throw new HelperError('BUS_UNREACHABLE', 'The system bus is not reachable.', {step: 'preflight', hint: 'systemctl status dbus.service'})
+  const probe = options.dryRun ? undefined : await preflight(emit, steps)
 
   const session = options.dryRun ? undefined : await openSession(paths, emit, steps, timeoutS, options.lockTimeoutMs ?? 120_000, probe)
   try {
     const state = session?.state ?? readState(paths)
-    const validated = await step(emit, steps, 'validate', 'Validating the extension', () => validate(target, options),
-      (v) => `${v.report.findings.length} finding${v.report.findings.length === 1 ? '' : 's'}`)
-    const plan = planInstall({
-      validated,
-      state,
-      paths,
-      targetKind,
-      entries: validated.report.name ? imageEntries(paths, validated.report.name) : [],
-      merged: mergedExtensions('/usr').concat(mergedExtensions('/opt')),
-      unsafe: validated.target.origin === 'path' ? unsafeAncestor(validated.report.path) : undefined,
-    })
+    const {validated, plan} = await validateAndPlan(target, options, state, paths, targetKind, emit, steps)
     const warnings = [...plan.warnings.map((f) => ({message: `${f.file}: ${f.message}`, hint: f.hint})), ...(probe ? probeWarnings(probe, targetKind) : [])]
     for (const w of warnings) emit({type: 'warning', ...w})
     const result: InstallResult = {
@@ -331,97 +340,208 @@ export async function install(target: string, options: InstallOptions, emit: Emi
       releaseGenerated: plan.release !== undefined || (plan.action !== 'install' && plan.action !== 'update' && plan.previous?.releaseGenerated === true),
       declarations: plan.declarations, warnings, steps,
     }
-    if (options.dryRun || plan.action === 'unchanged') return result
-    result.verification = await applyInstall(session!.ctx, session!.state, plan, validated, probe!, options)
+    if (options.dryRun || !session || !probe) return result
+    if (plan.action !== 'unchanged') {
+      const [outcome] = await applyChanges(session.ctx, state, probe, [{kind: 'install', plan, tree: validated.tree}], options)
+      if (!outcome.ok) throw annotate(outcome.error, plan, outcome.outcome ?? 'not rolled back')
+      result.verification = outcome.verification
+    }
+    // Installing a Flatpak app by its id is the admin's consent: sync keeps it up to date from now on.
+    if (plan.source.appId && !state.approvals[plan.source.appId]) {
+      state.approvals[plan.source.appId] = {appId: plan.source.appId, approvedAt: new Date().toISOString()}
+      writeState(paths, state)
+    }
     return result
   } finally {
     session?.lock.release()
   }
 }
 
-async function applyInstall(ctx: Context, state: State, plan: InstallPlan, validated: Validated, probe: HostProbe, options: InstallOptions): Promise<Verification> {
-  const {emit, steps, paths, timeoutS} = ctx
-  const usr = hasUsr({path: validated.tree.root})
-  const polkitTouched = plan.declarations.touchesPolkit || plan.previous?.touchesPolkit === true
-  const pending: PendingChange = {
-    name: plan.name, op: 'install',
-    restore: [{link: plan.link, target: plan.previousLink?.target ?? null}, ...plan.staleLinks.map((l) => ({link: l.link, target: l.target}))],
-    newStage: plan.newStage, startedAt: new Date().toISOString(), pid: process.pid,
-  }
-  state.pending[plan.name] = pending
-  writeState(paths, state)
+/** One change in a batch: install or update one extension, or remove one. */
+export type Change =
+  | {kind: 'install'; plan: InstallPlan; tree: Tree}
+  | {kind: 'remove'; name: string}
 
-  const entry: ManagedExtension = {
+export interface ChangeOutcome {
+  name: string
+  kind: Change['kind']
+  ok: boolean
+  verification?: Verification
+  stoppedUnits?: string[]
+  removedLinks?: string[]
+  error?: HelperError
+  /** What happened to a failed install: rolled back or kept. */
+  outcome?: string
+}
+
+function entryFor(plan: InstallPlan): ManagedExtension {
+  return {
     name: plan.name, source: plan.source, target: plan.target, link: plan.link, linkTarget: plan.linkTarget,
     stage: plan.mode === 'stage' ? plan.linkTarget : undefined, releaseGenerated: plan.release !== undefined || plan.previous?.releaseGenerated === true,
     hash: plan.hash, installedAt: new Date().toISOString(), busNames: plan.declarations.busNames, units: plan.declarations.units,
     polkitActions: plan.declarations.polkitActions, touchesPolkit: plan.declarations.touchesPolkit, reloadManager: plan.reloadManager,
   }
-  try {
-    if (plan.newStage) {
-      const newStage = plan.newStage
-      await step(emit, steps, 'stage', `Staging a copy in ${newStage}`, () => {
+}
+
+const label = (base: string, name: string, batch: boolean): string => (batch ? `${base} (${name})` : base)
+
+/**
+ * Applies a batch of changes with one refresh and one reload for all of them
+ * (sync changes several extensions at once). Each change is recorded as pending
+ * first; an install that fails is undone (or kept with keepOnFailure) and the
+ * host is refreshed once more. Returns an outcome per change.
+ */
+export async function applyChanges(ctx: Context, state: State, probe: HostProbe, changes: Change[], options: {verify?: boolean; keepOnFailure?: boolean} = {}): Promise<ChangeOutcome[]> {
+  const {emit, steps, paths, timeoutS} = ctx
+  const batch = changes.length > 1
+  const outcomes = new Map<string, ChangeOutcome>()
+  const installs = changes.filter((c): c is Extract<Change, {kind: 'install'}> => c.kind === 'install')
+  const removals = changes.filter((c): c is Extract<Change, {kind: 'remove'}> => c.kind === 'remove')
+  const pendings = new Map<string, PendingChange>()
+  const startedAt = new Date().toISOString()
+  for (const {plan} of installs) {
+    pendings.set(plan.name, {
+      name: plan.name, op: 'install', startedAt, pid: process.pid, newStage: plan.newStage,
+      restore: [{link: plan.link, target: plan.previousLink?.target ?? null}, ...plan.staleLinks.map((l) => ({link: l.link, target: l.target}))],
+    })
+    outcomes.set(plan.name, {name: plan.name, kind: 'install', ok: true})
+  }
+  for (const {name} of removals) {
+    pendings.set(name, {name, op: 'uninstall', restore: [], startedAt, pid: process.pid})
+    outcomes.set(name, {name, kind: 'remove', ok: true})
+  }
+  for (const [name, pending] of pendings) state.pending[name] = pending
+  writeState(paths, state)
+
+  const live = () => installs.filter((c) => outcomes.get(c.plan.name)?.ok)
+  const fail = (name: string, error: unknown): void => {
+    const o = outcomes.get(name) as ChangeOutcome
+    o.ok = false
+    o.error = error instanceof HelperError ? error : new HelperError('INSTALL_FAILED', (error as Error).message, {cause: error})
+  }
+  /** A step shared by several changes: its failure fails each of `names`. */
+  const shared = async <T>(names: string[], name: StepName, text: string, fn: () => Promise<T> | T, detail?: (v: T) => string | undefined): Promise<T | undefined> => {
+    try {
+      return await step(emit, steps, name, text, fn, detail)
+    } catch (error) {
+      for (const n of names) fail(n, error)
+      return undefined
+    }
+  }
+
+  for (const {plan, tree} of installs) {
+    // A running service of the previous version keeps its old code: stop it so the next activation runs the new one.
+    const previousUnits = plan.action === 'update' ? plan.previous?.units ?? [] : []
+    if (previousUnits.length > 0)
+      await shared([plan.name], 'stop', label('Stopping units of the previous version', plan.name, batch), () => stopRunning(previousUnits),
+        (r) => (r.length ? r.join(', ') : 'none running'))
+    const newStage = plan.newStage
+    if (newStage)
+      await shared([plan.name], 'stage', label(`Staging a copy in ${newStage}`, plan.name, batch), () => {
         rmSync(newStage, {recursive: true, force: true})
         mkdirSync(stageRoot(paths), {recursive: true, mode: 0o700})
-        const staged = stageCopy(validated.tree, newStage)
-        if (plan.release) writeRelease({...validated.tree, root: newStage}, plan.release)
+        const staged = stageCopy(tree, newStage)
+        if (plan.release) writeRelease({...tree, root: newStage}, plan.release)
         return staged
       }, (s) => `${s.linked} linked, ${s.copied} copied${plan.release ? ', release file generated' : ''}`)
-    }
-    if (plan.action !== 'repair')
-      await step(emit, steps, 'link', `Linking ${plan.link}`, () => {
+    if (plan.action !== 'repair' && outcomes.get(plan.name)?.ok)
+      await shared([plan.name], 'link', label(`Linking ${plan.link}`, plan.name, batch), () => {
         mkdirSync(paths.targets[plan.target], {recursive: true, mode: 0o755})
         symlinkAtomic(plan.linkTarget, plan.link)
         for (const stale of plan.staleLinks) rmSync(stale.link, {force: true})
       }, () => `-> ${plan.linkTarget}`)
-    await step(emit, steps, 'refresh', 'Merging (systemd-sysext refresh)', async () => {
-      await refresh(timeoutS * 1000 + 60_000)
-      if (!isMerged(plan.name, {usr}))
-        throw new HelperError('SYSEXT_NOT_MERGED', `systemd-sysext refresh did not merge ${plan.name}.`, {
-          step: 'refresh',
-          hint: "Check 'journalctl -b -t systemd-sysext' and 'systemd-sysext list'; another extension may make the merge fail.",
-        })
+  }
+  for (const {name} of removals) {
+    const entry = state.extensions[name]
+    const o = outcomes.get(name) as ChangeOutcome
+    o.stoppedUnits = await shared([name], 'stop', label("Stopping the extension's units", name, batch), () => stopRunning(entry.units),
+      (r) => (r.length ? r.join(', ') : 'none running'))
+    o.removedLinks = imageEntries(paths, name).filter((e) => e.type === 'symlink' && e.target === entry.linkTarget).map((e) => e.path)
+    await shared([name], 'unlink', label(`Removing ${o.removedLinks.join(', ') || 'the link'}`, name, batch), () => {
+      for (const link of o.removedLinks ?? []) rmSync(link, {force: true})
     })
-    await step(emit, steps, 'reload', 'Reloading systemd, polkit and the bus', () =>
-      reloadAll(probe, {reloadManager: plan.reloadManager, polkit: polkitTouched}), (d) => d)
-    let verification: Verification = {merged: true, busNames: [], polkitActions: []}
-    if (options.verify !== false) {
-      verification = await step(emit, steps, 'verify', 'Verifying activation', async () => {
-        const v = await verifyExtension(entry, timeoutS, {usr, polkit: probe.polkit.installed})
+  }
+
+  const polkitTouched = installs.some(({plan}) => plan.declarations.touchesPolkit || plan.previous?.touchesPolkit) ||
+    removals.some(({name}) => state.extensions[name]?.touchesPolkit)
+  const merging = installs.length > 0 && removals.length === 0
+  await shared(changes.map(nameOf), 'refresh', merging ? 'Merging (systemd-sysext refresh)' : 'Refreshing the merge (systemd-sysext refresh)', async () => {
+    await refresh(timeoutS * 1000 + 60_000)
+    const merged = [...mergedExtensions('/usr'), ...mergedExtensions('/opt')]
+    for (const {plan} of live())
+      if (!merged.includes(plan.name))
+        fail(plan.name, new HelperError('SYSEXT_NOT_MERGED', `systemd-sysext refresh did not merge ${plan.name}.`, {
+          step: 'refresh', hint: "Check 'journalctl -b -t systemd-sysext' and 'systemd-sysext list'; another extension may make the merge fail.",
+        }))
+    for (const {name} of removals)
+      if (merged.includes(name)) fail(name, new HelperError('SYSEXT_STILL_MERGED', `${name} is still merged after systemd-sysext refresh.`, {step: 'refresh', hint: 'systemd-sysext list; journalctl -b -t systemd-sysext'}))
+    if (installs.length === 1 && !outcomes.get(installs[0].plan.name)?.ok) throw outcomes.get(installs[0].plan.name)?.error
+  })
+  const reloadManager = removals.length === 0 && installs.every(({plan}) => plan.reloadManager)
+  await shared(changes.map(nameOf), 'reload', 'Reloading systemd, polkit and the bus', () => reloadAll(probe, {reloadManager, polkit: polkitTouched}), (d) => d)
+
+  if (options.verify !== false)
+    for (const {plan, tree} of live()) {
+      await shared([plan.name], 'verify', label('Verifying activation', plan.name, batch), async () => {
+        const v = await verifyExtension(entryFor(plan), timeoutS, {usr: tree.entries.has('usr'), polkit: probe.polkit.installed})
         const problem = verificationProblem(v)
         if (problem) throw new HelperError('INSTALL_VERIFY_FAILED', `${plan.name} was merged, but ${problem}`, {step: 'verify', data: {verification: v}})
+        ;(outcomes.get(plan.name) as ChangeOutcome).verification = v
         return v
       }, (v) => `${v.busNames.length} bus name${v.busNames.length === 1 ? '' : 's'} answered, ${v.polkitActions.length} polkit action${v.polkitActions.length === 1 ? '' : 's'} known`)
     }
-    await step(emit, steps, 'commit', 'Recording the installation', () => {
-      const oldStage = plan.previous?.stage
-      state.extensions[plan.name] = entry
-      delete state.pending[plan.name]
-      writeState(paths, state)
-      if (oldStage && oldStage !== entry.stage) rmSync(oldStage, {recursive: true, force: true})
-    })
-    return verification
-  } catch (error) {
-    if (options.keepOnFailure) {
-      state.extensions[plan.name] = entry
-      delete state.pending[plan.name]
-      writeState(paths, state)
-      throw annotate(error, plan, 'kept (--keep-on-failure): the failed version stays linked and merged for inspection')
-    }
-    let rolledBack = 'rolled back: the host is as it was before'
+
+  const failedInstalls = installs.filter(({plan}) => !outcomes.get(plan.name)?.ok)
+  const undone = options.keepOnFailure ? [] : failedInstalls
+  if (undone.length > 0) {
     try {
       await step(emit, steps, 'rollback', 'Rolling back', async () => {
-        undo(pending, state)
-        delete state.pending[plan.name]
+        for (const {plan} of undone) {
+          undo(pendings.get(plan.name) as PendingChange, state)
+          delete state.pending[plan.name]
+        }
         writeState(paths, state)
         await refresh(timeoutS * 1000 + 60_000)
         await reloadAll(probe, {reloadManager: false, polkit: polkitTouched})
       })
+      for (const {plan} of undone) (outcomes.get(plan.name) as ChangeOutcome).outcome = 'rolled back: the host is as it was before'
     } catch (rollbackError) {
-      rolledBack = `ROLLBACK FAILED (${(rollbackError as Error).message}); the next sysext-helper run will retry it`
+      for (const {plan} of undone)
+        (outcomes.get(plan.name) as ChangeOutcome).outcome = `ROLLBACK FAILED (${(rollbackError as Error).message}); the next sysext-helper run will retry it`
     }
-    throw annotate(error, plan, rolledBack)
   }
+  const kept = options.keepOnFailure ? failedInstalls : []
+  for (const {plan} of kept) (outcomes.get(plan.name) as ChangeOutcome).outcome = 'kept (--keep-on-failure): the failed version stays linked and merged for inspection'
+
+  if (live().length + kept.length + removals.length > 0)
+    await step(emit, steps, 'commit', 'Recording the changes', () => {
+    for (const {plan} of [...live(), ...kept]) {
+      const oldStage = plan.previous?.stage
+      const entry = entryFor(plan)
+      state.extensions[plan.name] = entry
+      delete state.pending[plan.name]
+      if (oldStage && oldStage !== entry.stage) rmSync(oldStage, {recursive: true, force: true})
+    }
+    // A removal is finished even when a step failed: the link is gone, and the next refresh unmerges it.
+    for (const {name} of removals) {
+      finishUninstallFiles(paths, state, name)
+      delete state.pending[name]
+    }
+    writeState(paths, state)
+  })
+  return [...outcomes.values()]
+}
+
+/** Stops the active ones among `units` (templates skipped) and waits; returns what was stopped. */
+async function stopRunning(units: string[]): Promise<string[]> {
+  const running: string[] = []
+  for (const unit of units) if (!unit.includes('@.') && (await isActive(unit))) running.push(unit)
+  await stop(running)
+  return running
+}
+
+function nameOf(change: Change): string {
+  return change.kind === 'install' ? change.plan.name : change.name
 }
 
 function annotate(error: unknown, plan: InstallPlan, outcome: string): HelperError {
@@ -451,7 +571,7 @@ export interface UninstallResult {
 }
 
 /** NAME, or an app id recorded as an extension's source. */
-function managedName(state: State, nameOrApp: string): string | undefined {
+export function managedName(state: State, nameOrApp: string): string | undefined {
   if (state.extensions[nameOrApp]) return nameOrApp
   return Object.values(state.extensions).find((e) => e.source.appId === nameOrApp)?.name
 }
@@ -460,36 +580,16 @@ export async function uninstall(nameOrApp: string, options: UninstallOptions, em
   const paths = options.paths ?? DEFAULT_PATHS
   const steps: StepRecord[] = []
   const timeoutS = options.timeoutS ?? 25
-  const probe = await step(emit, steps, 'preflight', 'Checking the host', probeHost, (p) => `systemd ${p.systemdVersion}, ${p.bus.implementation}`)
+  const probe = await preflight(emit, steps)
   const session = await openSession(paths, emit, steps, timeoutS, options.lockTimeoutMs ?? 120_000, probe)
   try {
     const {state} = session
     const name = managedName(state, nameOrApp)
     if (name === undefined) return await uninstallForeign(nameOrApp, paths, options, emit, steps, probe)
-    const entry = state.extensions[name]
-    state.pending[name] = {name, op: 'uninstall', restore: [], startedAt: new Date().toISOString(), pid: process.pid}
-    writeState(paths, state)
-    const stoppedUnits = await step(emit, steps, 'stop', 'Stopping the extension\'s units', async () => {
-      const running: string[] = []
-      for (const unit of entry.units) if (!unit.includes('@.') && (await isActive(unit))) running.push(unit)
-      await stop(running)
-      return running
-    }, (r) => (r.length ? r.join(', ') : 'none running'))
-    const removed = imageEntries(paths, name).filter((e) => e.type === 'symlink' && e.target === entry.linkTarget).map((e) => e.path)
-    await step(emit, steps, 'unlink', `Removing ${removed.join(', ') || 'the link'}`, () => {
-      for (const link of removed) rmSync(link, {force: true})
-    })
-    await step(emit, steps, 'refresh', 'Unmerging (systemd-sysext refresh)', async () => {
-      await refresh(timeoutS * 1000 + 60_000)
-      if (mergedExtensions('/usr').concat(mergedExtensions('/opt')).includes(name))
-        throw new HelperError('SYSEXT_STILL_MERGED', `${name} is still merged after systemd-sysext refresh.`, {hint: 'systemd-sysext list; journalctl -b -t systemd-sysext'})
-    })
-    await step(emit, steps, 'reload', 'Reloading systemd, polkit and the bus', () => reloadAll(probe, {reloadManager: false, polkit: entry.touchesPolkit}), (d) => d)
-    await step(emit, steps, 'cleanup', 'Removing the stage and the record', () => {
-      finishUninstallFiles(paths, state, name)
-      delete state.pending[name]
-      writeState(paths, state)
-    })
+    const [outcome] = await applyChanges(session.ctx, state, probe, [{kind: 'remove', name}])
+    if (!outcome.ok) throw outcome.error
+    const removed = outcome.removedLinks ?? []
+    const stoppedUnits = outcome.stoppedUnits ?? []
     return {name, managed: true, removed, stoppedUnits, steps}
   } finally {
     session.lock.release()

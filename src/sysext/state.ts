@@ -14,12 +14,15 @@ export type TargetKind = 'runtime' | 'local' | 'persistent'
 export interface Paths {
   stateDir: string
   lockFile: string
+  /** Admin policy: which Flatpak apps are approved without an explicit approve. */
+  policyFile: string
   targets: Record<TargetKind, string>
 }
 
 export const DEFAULT_PATHS: Paths = {
   stateDir: '/var/lib/sysext-helper',
   lockFile: '/run/sysext-helper.lock',
+  policyFile: '/etc/sysext-helper/policy.conf',
   // systemd-sysext search order: an earlier directory wins on a name clash.
   targets: {persistent: '/etc/extensions', runtime: '/run/extensions', local: '/var/lib/extensions'},
 }
@@ -66,14 +69,21 @@ export interface PendingChange {
   pid: number
 }
 
+/** An admin's consent to merge a Flatpak app's extension (given by install or approve). */
+export interface Approval {
+  appId: string
+  approvedAt: string
+}
+
 export interface State {
   version: 1
   extensions: Record<string, ManagedExtension>
   pending: Record<string, PendingChange>
+  approvals: Record<string, Approval>
 }
 
 export function emptyState(): State {
-  return {version: 1, extensions: {}, pending: {}}
+  return {version: 1, extensions: {}, pending: {}, approvals: {}}
 }
 
 export function statePath(paths: Paths): string {

@@ -99,7 +99,8 @@ for (const flavor of FLAVORS) {
       const r = await installJson(host, [fixturePath('good-v2'), '--name', TEST1])
       assert.equal(r.exitCode, 0, r.stderr + r.stdout)
       assert.equal(r.json.action, 'update')
-      await host.execOk('systemctl', ['stop', 'sysext-helper-test1.service'])
+      // The v1 service was running (activated by the checks above): install must have stopped it.
+      assert.ok(r.json.steps.some((st: {step: string; detail?: string}) => st.step === 'stop' && st.detail === 'sysext-helper-test1.service'), JSON.stringify(r.json.steps))
       const call = await host.execOk(hello[0], hello.slice(1), {user: TESTER.name})
       assert.equal(call.stdout.trim(), 's "hello from test1 v2"')
       const stages = await host.execOk('ls', ['/var/lib/sysext-helper/stage'])

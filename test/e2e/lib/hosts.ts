@@ -217,9 +217,11 @@ async function buildRoot(flavor: Flavor): Promise<RootInfo> {
   if (current()) return {flavor, root: join(final, 'root'), built: false}
   return withLock(join(cache, `${flavor}.lock`), async () => {
     if (current()) return {flavor, root: join(final, 'root'), built: false}
-    // Leftovers of builds that were killed.
+    // Leftovers of builds that were killed (debootstrap may have left /proc, /sys
+    // mounted inside: unmount before removing, never delete through a mount).
     for (const e of readdirSync(cache)) {
-      if (e.startsWith(`${flavor}.tmp-`) || e.startsWith(`${flavor}.old-`)) rmSync(join(cache, e), {recursive: true, force: true})
+      if (!e.startsWith(`${flavor}.tmp-`) && !e.startsWith(`${flavor}.old-`)) continue
+      if (unmountUnder(join(cache, e))) rmSync(join(cache, e), {recursive: true, force: true})
     }
     const started = Date.now()
     const tmp = mkdtempSync(join(cache, `${flavor}.tmp-`))
@@ -250,9 +252,26 @@ async function buildRoot(flavor: Flavor): Promise<RootInfo> {
   })
 }
 
+/** Unmounts everything mounted under `dir`, deepest first; false if some remain. */
+function unmountUnder(dir: string): boolean {
+  const under = (): string[] =>
+    readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' ')[4] ?? '')
+      .filter((m) => m.startsWith(`${dir}/`))
+      .sort((a, b) => b.length - a.length)
+  for (const m of under()) spawnSync('umount', ['-l', m], {stdio: 'ignore'})
+  return under().length === 0
+}
+
 function runAsync(cmd: string, args: string[], logFd: number, env?: NodeJS.ProcessEnv): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, {stdio: ['ignore', logFd, logFd], env: env ?? process.env})
+    // If the test process is killed, so is the build (a surviving debootstrap
+    // would keep writing into a directory the next build removes).
+    const child = spawn('setpriv', ['--pdeathsig=KILL', '--', cmd, ...args], {
+      stdio: ['ignore', logFd, logFd],
+      env: env ?? process.env,
+    })
     child.on('error', reject)
     child.on('exit', (code, signal) =>
       code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')}: ${signal ?? `exit ${code}`}`)),
@@ -534,7 +553,8 @@ export async function bootHost(flavor: Flavor, opts: BootOptions = {}): Promise<
   ]
   const nspawn = spawn('systemd-nspawn', args, {
     stdio: ['ignore', consoleFd, consoleFd],
-    // systemd >= 256 in the guest refuses cgroup v1; this host may be hybrid.
+    // On a cgroup v1/hybrid machine (this one) nspawn would give the guest a hybrid
+    // hierarchy: systemd 257 is deprecated there and logs cgroup attach failures.
     env: {...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1'},
   })
   closeSync(consoleFd)
