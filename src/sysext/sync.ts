@@ -64,6 +64,8 @@ export interface SyncOptions extends FlatpakEnv {
 }
 
 export interface SyncResult {
+  /** What the reconciliation found to do (with --dry-run: what it would do). */
+  planned: {install: Array<{appId: string; reason: string; approvedBy: string}>; remove: Array<{name: string; reason: string}>}
   changed: boolean
   installed: string[]
   updated: string[]
@@ -74,7 +76,8 @@ export interface SyncResult {
   steps: StepRecord[]
 }
 
-function computePlan(options: SyncOptions, paths: Paths, state: State): SyncPlan {
+/** The sync plan for the host as it is now (also used by list to show unapproved apps). */
+export function computePlan(options: SyncOptions, paths: Paths, state: State): SyncPlan {
   const installations = systemInstallations(options).filter((i) => options.installationPath === undefined || i.path === options.installationPath)
   if (options.installationPath !== undefined && installations.length === 0)
     throw new HelperError('FLATPAK_UNKNOWN_INSTALLATION', `'${options.installationPath}' is not a system Flatpak installation.`, {exit: 2, hint: 'Pass one of the paths in /etc/flatpak/installations.d or /var/lib/flatpak.'})
@@ -88,9 +91,13 @@ function computePlan(options: SyncOptions, paths: Paths, state: State): SyncPlan
 export async function sync(options: SyncOptions, emit: Emit): Promise<SyncResult> {
   const paths = options.paths ?? DEFAULT_PATHS
   const steps: StepRecord[] = []
-  const result: SyncResult = {changed: false, installed: [], updated: [], removed: [], failed: [], unapproved: [], unchanged: [], steps}
+  const result: SyncResult = {planned: {install: [], remove: []}, changed: false, installed: [], updated: [], removed: [], failed: [], unapproved: [], unchanged: [], steps}
   let plan = computePlan(options, paths, readState(paths))
   const report = (p: SyncPlan): void => {
+    result.planned = {
+      install: p.install.map((i) => ({appId: i.app.appId, reason: i.reason, approvedBy: i.approvedBy})),
+      remove: p.remove.map((r) => ({name: r.name, reason: r.reason})),
+    }
     result.unapproved = p.unapproved.map((a) => ({appId: a.appId, installation: a.installation.path}))
     result.unchanged = p.unchanged
     for (const a of p.unapproved)

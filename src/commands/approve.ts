@@ -1,0 +1,18 @@
+import {Args} from '@oclif/core'
+import {BaseCommand} from '../cli/base-command.js'
+import {createReporter} from '../cli/reporter.js'
+import {type ApprovalResult, approve} from '../sysext/approvals.js'
+
+export default class Approve extends BaseCommand {
+  static summary = "Approve a Flatpak app's system extension without installing it now."
+  static description = 'The next sync (run by the Flatpak trigger after install or update) merges it. install APP-ID approves and installs at once.'
+  static examples = ['<%= config.bin %> approve org.gnome.Sysprof']
+  static args = {app: Args.string({description: 'Flatpak app id', required: true})}
+
+  async run(): Promise<ApprovalResult> {
+    const {args} = await this.parse(Approve)
+    const result = await approve(args.app, await createReporter(this.jsonEnabled()))
+    if (!this.jsonEnabled()) this.log(`${result.appId} approved; 'sysext-helper sync' (run by Flatpak after each install or update) merges its extension.`)
+    return result
+  }
+}
