@@ -1,3 +1,4 @@
+import {closeSync, openSync, readSync} from 'node:fs'
 /**
  * ELF parsing: just enough of the file and program headers and the dynamic
  * section to tell whether an object can be loaded on a host. Input comes from
@@ -28,6 +29,24 @@ export interface ElfInfo {
 
 /** Reads up to `length` bytes at `offset`; a short buffer means end of file. */
 export type ElfReader = (offset: number, length: number) => Buffer
+
+/** A positioned reader over an open file descriptor (short at end of file). */
+export function fdReader(fd: number): ElfReader {
+  return (offset, length) => {
+    const buf = Buffer.alloc(length)
+    return buf.subarray(0, readSync(fd, buf, 0, length, offset))
+  }
+}
+
+/** Parses the ELF file at `path`; throws only when it cannot be opened. */
+export function parseElfFile(path: string): ElfInfo {
+  const fd = openSync(path, 'r')
+  try {
+    return parseElf(fdReader(fd))
+  } finally {
+    closeSync(fd)
+  }
+}
 
 const MAX_PHNUM = 512
 const MAX_DYNAMIC = 64 * 1024

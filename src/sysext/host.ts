@@ -3,10 +3,10 @@
  * a view of its files. Reading happens in loadHost(); the returned Host answers
  * lookups from its own cache so rules can call it freely.
  */
-import {closeSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync} from 'node:fs'
+import {lstatSync, readFileSync, readdirSync, readlinkSync} from 'node:fs'
 import {posix} from 'node:path'
 import {HelperError} from '../errors.js'
-import {parseElf} from './elf.js'
+import {parseElfFile} from './elf.js'
 import {type ReleaseFields, parseRelease} from './os-release.js'
 import type {EntryType, Tree} from './tree.js'
 
@@ -70,24 +70,16 @@ function readOsRelease(root: string): {path: string; fields: ReleaseFields} {
 function rootArchitecture(root: string): string {
   if (root === '/') return systemdArchitecture()
   for (const candidate of ['usr/bin/sh', 'bin/sh', 'usr/bin/bash', 'usr/lib/systemd/systemd']) {
-    let fd: number | undefined
     try {
       let path = posix.join(root, candidate)
       for (let hops = 0; hops < 8 && lstatSync(path).isSymbolicLink(); hops++) {
         const target = readlinkSync(path)
         path = target.startsWith('/') ? posix.join(root, target) : posix.join(posix.dirname(path), target)
       }
-      fd = openSync(path, 'r')
-      const handle = fd
-      const info = parseElf((offset, length) => {
-        const buf = Buffer.alloc(length)
-        return buf.subarray(0, readSync(handle, buf, 0, length, offset))
-      })
+      const info = parseElfFile(path)
       if (info.architecture) return info.architecture
     } catch {
-      // not there or not ELF: try the next
-    } finally {
-      if (fd !== undefined) closeSync(fd)
+      // not there: try the next
     }
   }
   return systemdArchitecture()

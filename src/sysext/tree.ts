@@ -6,7 +6,7 @@
 import {closeSync, lstatSync, openSync, readSync, readdirSync, readFileSync, readlinkSync, statSync} from 'node:fs'
 import {join} from 'node:path'
 import {HelperError, fsError} from '../errors.js'
-import {type ElfInfo, parseElf} from './elf.js'
+import {type ElfInfo, fdReader, parseElf} from './elf.js'
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'other'
 
@@ -80,11 +80,7 @@ function readHeader(abs: string, entry: TreeEntry): void {
     const head = Buffer.alloc(Math.min(256, entry.size))
     readSync(fd, head, 0, head.length, 0)
     if (head.length >= 4 && head.readUInt32BE(0) === 0x7f454c46) {
-      entry.elf = parseElf((offset, length) => {
-        const buf = Buffer.alloc(length)
-        const n = readSync(fd, buf, 0, length, offset)
-        return buf.subarray(0, n)
-      })
+      entry.elf = parseElf(fdReader(fd))
     } else if (executable && head.length >= 2 && head[0] === 0x23 && head[1] === 0x21) {
       const end = head.indexOf(0x0a)
       entry.shebang = head.subarray(2, end === -1 ? head.length : end).toString('utf8').trim()

@@ -1,21 +1,9 @@
 import assert from 'node:assert/strict'
-import {closeSync, openSync, readSync} from 'node:fs'
 import {describe, it} from 'node:test'
-import {type ElfInfo, parseElf} from '../../src/sysext/elf.js'
+import {type ElfInfo, parseElf, parseElfFile} from '../../src/sysext/elf.js'
 import {systemdArchitecture} from '../../src/sysext/host.js'
 import {BASE_ADDRESS, EM, buildElf} from '../lib/elf-builder.js'
 
-function parseFile(path: string): ElfInfo {
-  const fd = openSync(path, 'r')
-  try {
-    return parseElf((offset, length) => {
-      const buf = Buffer.alloc(length)
-      return buf.subarray(0, readSync(fd, buf, 0, length, offset))
-    })
-  } finally {
-    closeSync(fd)
-  }
-}
 
 /** A reader over a buffer that records the largest request, to prove reads stay capped. */
 function bufferReader(buf: Buffer): {read: (offset: number, length: number) => Buffer; largest: () => number} {
@@ -44,7 +32,7 @@ function prng(seed: number): () => number {
 
 describe('parseElf', () => {
   it('reads interpreter, DT_NEEDED and architecture of this machine\'s /bin/ls', () => {
-    const info = parseFile('/bin/ls')
+    const info = parseElfFile('/bin/ls')
     assert.equal(info.malformed, undefined)
     assert.equal(info.architecture, systemdArchitecture())
     assert.match(info.interpreter ?? '', /^\/.*ld.*\.so/)
@@ -53,7 +41,7 @@ describe('parseElf', () => {
   })
 
   it('reads the node binary running this test', () => {
-    const info = parseFile(process.execPath)
+    const info = parseElfFile(process.execPath)
     assert.equal(info.malformed, undefined)
     assert.equal(info.architecture, systemdArchitecture())
   })

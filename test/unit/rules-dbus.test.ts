@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict'
 import {describe, test} from 'node:test'
-import type {Finding, Severity} from '../../src/sysext/findings.js'
-import {loadHost} from '../../src/sysext/host.js'
+import type {Finding} from '../../src/sysext/findings.js'
 import {busNameProblem, dbusRules, parseXml} from '../../src/sysext/rules/dbus.js'
-import {scanTree} from '../../src/sysext/tree.js'
-import {DEBIAN_12, type FileSpec, makeHostRoot, makeTree} from '../lib/fixtures.js'
+import type {FileSpec} from '../lib/fixtures.js'
+import {assertFinding, assertNo, checkRuleSet} from '../lib/validate.js'
 
 const SERVICES = 'usr/share/dbus-1/system-services'
 const POLICIES = 'usr/share/dbus-1/system.d'
@@ -17,21 +16,7 @@ const hostFiles: Record<string, FileSpec> = {
   'usr/lib/systemd/system/dbus-org.freedesktop.hostname1.service': '[Service]\nExecStart=/bin/false\n',
 }
 
-function check(files: Record<string, FileSpec>): Finding[] {
-  return dbusRules.check({tree: scanTree(makeTree(files)), host: loadHost(makeHostRoot(DEBIAN_12, hostFiles)), name: undefined, origin: 'path'})
-}
-
-function assertFinding(findings: Finding[], rule: string, severity: Severity, file: string): Finding {
-  const found = findings.find((f) => f.rule === rule && f.file === file)
-  assert.ok(found, `expected ${rule} on ${file}, got ${JSON.stringify(findings.map((f) => [f.rule, f.file]))}`)
-  assert.equal(found.severity, severity)
-  assert.ok(!found.message.includes('\n') && !found.hint.includes('\n'), 'message and hint are one line')
-  return found
-}
-
-function assertNo(findings: Finding[], rule: string): void {
-  assert.deepEqual(findings.filter((f) => f.rule === rule), [])
-}
+const check = (files: Record<string, FileSpec>): Finding[] => checkRuleSet(dbusRules, files, hostFiles)
 
 const service = (body: string): string => `[D-BUS Service]\n${body}`
 const GOOD_SERVICE = service('Name=org.example.App1\nExec=/usr/libexec/org.example.App1-helper\nUser=root\nSystemdService=org.example.App1.service\n')

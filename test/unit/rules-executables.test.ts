@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
-import {closeSync, openSync, readFileSync, readSync} from 'node:fs'
+import {readFileSync} from 'node:fs'
 import {describe, it} from 'node:test'
-import {type ElfInfo, parseElf} from '../../src/sysext/elf.js'
+import {type ElfInfo, parseElfFile} from '../../src/sysext/elf.js'
 import type {Finding} from '../../src/sysext/findings.js'
 import {loadHost} from '../../src/sysext/host.js'
 import {executablesRules} from '../../src/sysext/rules/executables.js'
@@ -31,21 +31,10 @@ function check(treeFiles: Record<string, FileSpec>, hostFiles: Record<string, Fi
 /** rule, severity and file of each finding: what a test asserts on. */
 const brief = (findings: Finding[]): string[][] => findings.map((f) => [f.rule, f.severity, f.file])
 
-function parseFile(path: string): ElfInfo {
-  const fd = openSync(path, 'r')
-  try {
-    return parseElf((offset, length) => {
-      const buf = Buffer.alloc(length)
-      return buf.subarray(0, readSync(fd, buf, 0, length, offset))
-    })
-  } finally {
-    closeSync(fd)
-  }
-}
 
 describe('executables rules: the real /bin/true', () => {
   // Host roots are built from what /bin/true asks for, so this runs on any architecture.
-  const trueElf = parseFile('/bin/true')
+  const trueElf = parseElfFile('/bin/true')
   const trueTree = {'usr/libexec/helper': {content: readFileSync('/bin/true'), mode: 0o755}}
   const hostWith = (libs: string[], interpreter = true): Record<string, FileSpec> => ({
     ...(interpreter && trueElf.interpreter ? {[trueElf.interpreter.slice(1)]: ''} : {}),

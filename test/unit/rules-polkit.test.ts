@@ -1,29 +1,14 @@
 import assert from 'node:assert/strict'
 import {describe, test} from 'node:test'
-import type {Finding, Severity} from '../../src/sysext/findings.js'
-import {loadHost} from '../../src/sysext/host.js'
+import type {Finding} from '../../src/sysext/findings.js'
 import {actionIdProblem, polkitRules} from '../../src/sysext/rules/polkit.js'
-import {scanTree} from '../../src/sysext/tree.js'
-import {DEBIAN_12, type FileSpec, makeHostRoot, makeTree} from '../lib/fixtures.js'
+import type {FileSpec} from '../lib/fixtures.js'
+import {assertFinding, assertNo, checkRuleSet} from '../lib/validate.js'
 
 const ACTIONS = 'usr/share/polkit-1/actions'
 const FILE = `${ACTIONS}/org.example.App1.policy`
 
-function check(files: Record<string, FileSpec>): Finding[] {
-  return polkitRules.check({tree: scanTree(makeTree(files)), host: loadHost(makeHostRoot(DEBIAN_12)), name: undefined, origin: 'path'})
-}
-
-function assertFinding(findings: Finding[], rule: string, severity: Severity, file: string): Finding {
-  const found = findings.find((f) => f.rule === rule && f.file === file)
-  assert.ok(found, `expected ${rule} on ${file}, got ${JSON.stringify(findings.map((f) => [f.rule, f.file]))}`)
-  assert.equal(found.severity, severity)
-  assert.ok(!found.message.includes('\n') && !found.hint.includes('\n'), 'message and hint are one line')
-  return found
-}
-
-function assertNo(findings: Finding[], rule: string): void {
-  assert.deepEqual(findings.filter((f) => f.rule === rule), [])
-}
+const check = (files: Record<string, FileSpec>): Finding[] => checkRuleSet(polkitRules, files)
 
 const action = (id: string, any = 'no', inactive = 'no', active = 'auth_admin_keep'): string => `  <action id="${id}">
     <description>Configure the example</description>

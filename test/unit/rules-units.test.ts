@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict'
 import {describe, test} from 'node:test'
-import type {Finding, Severity} from '../../src/sysext/findings.js'
-import {loadHost} from '../../src/sysext/host.js'
+import type {Finding} from '../../src/sysext/findings.js'
 import {unitsRules} from '../../src/sysext/rules/units.js'
-import {scanTree} from '../../src/sysext/tree.js'
-import {DEBIAN_12, type FileSpec, makeHostRoot, makeTree} from '../lib/fixtures.js'
+import type {FileSpec} from '../lib/fixtures.js'
+import {assertFinding, assertNo, checkRuleSet} from '../lib/validate.js'
 
 const UNITS = 'usr/lib/systemd/system'
 const FILE = `${UNITS}/org.example.App1.service`
@@ -13,21 +12,7 @@ const HELPER = {content: '#!/bin/sh\n', mode: 0o755}
 /** A merged-/usr host with /usr/bin/true. */
 const hostFiles: Record<string, FileSpec> = {'usr/bin/true': {content: '', mode: 0o755}, bin: {symlink: 'usr/bin'}}
 
-function check(files: Record<string, FileSpec>): Finding[] {
-  return unitsRules.check({tree: scanTree(makeTree(files)), host: loadHost(makeHostRoot(DEBIAN_12, hostFiles)), name: undefined, origin: 'path'})
-}
-
-function assertFinding(findings: Finding[], rule: string, severity: Severity, file: string): Finding {
-  const found = findings.find((f) => f.rule === rule && f.file === file)
-  assert.ok(found, `expected ${rule} on ${file}, got ${JSON.stringify(findings.map((f) => [f.rule, f.file]))}`)
-  assert.equal(found.severity, severity)
-  assert.ok(!found.message.includes('\n') && !found.hint.includes('\n'), 'message and hint are one line')
-  return found
-}
-
-function assertNo(findings: Finding[], rule: string): void {
-  assert.deepEqual(findings.filter((f) => f.rule === rule), [])
-}
+const check = (files: Record<string, FileSpec>): Finding[] => checkRuleSet(unitsRules, files, hostFiles)
 
 const unit = (service: string): string => `[Unit]\nDescription=Example helper\n\n[Service]\n${service}`
 const GOOD_UNIT = unit('Type=dbus\nBusName=org.example.App1\nExecStartPre=-/usr/libexec/org.example.App1-prepare\nExecStart=/usr/libexec/org.example.App1-helper\nExecStartPost=true\n')
