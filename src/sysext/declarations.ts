@@ -2,7 +2,8 @@
 import {createHash} from 'node:crypto'
 import {readFileSync} from 'node:fs'
 import {join} from 'node:path'
-import {parseXml, serviceFiles, UNITS_DIR} from './rules/dbus.js'
+import {serviceFiles, UNITS_DIR} from './rules/dbus.js'
+import {parseXml} from './xml.js'
 import {type Tree, childrenOf, mergedEntries} from './tree.js'
 
 export interface Declarations {

@@ -3,7 +3,7 @@
  * a view of its files. Reading happens in loadHost(); the returned Host answers
  * lookups from its own cache so rules can call it freely.
  */
-import {lstatSync, readFileSync, readdirSync, readlinkSync} from 'node:fs'
+import {lstatSync, readFileSync, readdirSync, readlinkSync, statSync} from 'node:fs'
 import {posix} from 'node:path'
 import {HelperError} from '../errors.js'
 import {parseElfFile} from './elf.js'
@@ -31,6 +31,41 @@ export interface Host {
   /** lstat of an absolute path inside root (symlinks not followed). */
   lstat(path: string): HostFile | undefined
   readlink(path: string): string | undefined
+  /**
+   * The merged extension that provides `path` (absolute, under /usr or /opt), when
+   * the file seen on the host comes from an extension rather than from the OS.
+   */
+  extensionProviding(path: string): string | undefined
+}
+
+/** systemd-sysext's search directories, in precedence order. */
+const EXTENSION_DIRS = ['/etc/extensions', '/run/extensions', '/var/lib/extensions']
+
+/** Image directories of the extensions merged into root's /usr and /opt right now. */
+function mergedImages(root: string): Array<{name: string; dir: string}> {
+  const names = new Set<string>()
+  for (const hierarchy of ['usr', 'opt']) {
+    try {
+      for (const line of readFileSync(posix.join(root, hierarchy, '.systemd-sysext/extensions'), 'utf8').split('\n')) if (line.trim()) names.add(line.trim())
+    } catch {
+      // not merged
+    }
+  }
+  const images: Array<{name: string; dir: string}> = []
+  for (const name of names) {
+    for (const dir of EXTENSION_DIRS) {
+      const candidate = posix.join(root, dir, name)
+      try {
+        if (statSync(candidate).isDirectory()) {
+          images.push({name, dir: candidate})
+          break
+        }
+      } catch {
+        // not in this directory
+      }
+    }
+  }
+  return images
 }
 
 /** Node's process.arch -> systemd's architecture names (src/basic/architecture.c). */
@@ -177,9 +212,20 @@ export function loadHost(root = '/'): Host {
       return undefined
     }
   }
+  const images = mergedImages(resolvedRoot)
+  const extensionProviding = (p: string): string | undefined =>
+    images.find((image) => {
+      try {
+        lstatSync(posix.join(image.dir, p))
+        return true
+      } catch {
+        return false
+      }
+    })?.name
   return {
     root: resolvedRoot,
     osReleasePath: path,
+    extensionProviding,
     osRelease: fields,
     architecture: rootArchitecture(resolvedRoot),
     systemdVersion: installedSystemdVersion(resolvedRoot),

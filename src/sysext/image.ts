@@ -8,7 +8,7 @@ import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {HelperError} from '../errors.js'
 import {run} from '../exec.js'
-import {type Paths, DEFAULT_PATHS, readState} from './state.js'
+import {type Paths, type TargetKind, DEFAULT_PATHS, readState} from './state.js'
 
 /** The image name of the helper extension (and of its release file). */
 export const SELF_NAME = 'sysext-helper'
@@ -54,7 +54,11 @@ export function selfExtensionTree(moduleUrl: string, paths: Paths = DEFAULT_PATH
   try {
     file = realpathSync(file)
   } catch {}
-  const where = locateSelf(file)
+  return treeForLocation(locateSelf(file), file, paths)
+}
+
+/** The tree to install for a location found by locateSelf (`file`: the module, for messages). */
+export function treeForLocation(where: SelfLocation | undefined, file: string, paths: Paths = DEFAULT_PATHS): string {
   if (!where)
     throw new HelperError('SELF_TREE_NOT_FOUND', `Cannot tell which extension tree '${file}' belongs to.`, {
       hint: `Install a tree explicitly: sysext-helper install PATH --name ${SELF_NAME}`,
@@ -82,6 +86,15 @@ function isDirectory(path: string): boolean {
   } catch {
     return false
   }
+}
+
+/**
+ * What `self-install` installs and where: the tree of the running CLI, into the
+ * requested target, else the target it is installed in now, else 'local'.
+ */
+export function selfInstallSource(moduleUrl: string, requested: TargetKind | undefined, paths: Paths = DEFAULT_PATHS): {tree: string; target: TargetKind} {
+  const tree = selfExtensionTree(moduleUrl, paths)
+  return {tree, target: requested ?? readState(paths).extensions[SELF_NAME]?.target ?? 'local'}
 }
 
 // ---------------------------------------------------------------------------
@@ -116,7 +129,7 @@ export async function packImage(tree: string, output: string, format: ImageForma
     result = await run(file, args, {timeoutMs: 600_000})
   } catch (error) {
     if (error instanceof HelperError && error.code === 'EXEC_NOT_FOUND')
-      throw new HelperError('IMAGE_TOOL_MISSING', `${file} is not installed: cannot pack a ${format} image.`, {
+      throw new HelperError('IMAGE_TOOL_MISSING', `${file} is not installed: cannot pack the ${format} image.`, {
         hint: `apt-get install ${PACKAGES[format]}${format === 'erofs' ? ', or pack squashfs instead' : ''}`,
         cause: error,
       })

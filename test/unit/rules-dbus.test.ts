@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
 import {describe, test} from 'node:test'
 import type {Finding} from '../../src/sysext/findings.js'
-import {busNameProblem, dbusRules, parseXml} from '../../src/sysext/rules/dbus.js'
+import {busNameProblem, dbusRules} from '../../src/sysext/rules/dbus.js'
+import {parseXml} from '../../src/sysext/xml.js'
 import type {FileSpec} from '../lib/fixtures.js'
 import {assertFinding, assertNo, checkRuleSet} from '../lib/validate.js'
 

@@ -3,7 +3,7 @@ import {mkdtempSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {describe, test} from 'node:test'
-import {makeTree} from '../lib/fixtures.js'
+import {makeHostRoot, makeTree} from '../lib/fixtures.js'
 import {findingsFor} from '../lib/validate.js'
 
 const NAME = 'org.example.App'
@@ -78,5 +78,32 @@ describe('file rules', () => {
   })
   test('files outside usr/ and opt/ are not judged (they are not merged)', () => {
     assert.deepEqual(only('file-writable', makeTree({...REL, 'usr/share/x': 'x', 'build/tmp': {content: 'x', mode: 0o666}})), [])
+  })
+})
+
+describe('host-protection rules', () => {
+  test('layout-shadows-host: a file the host already has (usr/bin/sudo) is refused; new files are fine', () => {
+    const host = makeHostRoot('ID=debian\nVERSION_ID=12\n', {'usr/bin/sudo': {content: 'real', mode: 0o755}, 'usr/share/doc': {dir: true}})
+    const tree = makeTree({...REL, 'usr/bin/sudo': {content: 'evil', mode: 0o755}, 'usr/share/doc/org.example.App/README': 'x'})
+    const f = findingsFor(tree, {name: NAME, hostRoot: host}).filter((x) => x.rule === 'layout-shadows-host')
+    assert.deepEqual(f.map((x) => [x.severity, x.file]), [['error', 'usr/bin/sudo']])
+  })
+  test('layout-sensitive-path: generators, udev rules, PAM modules', () => {
+    const tree = makeTree({...REL,
+      'usr/lib/systemd/system-generators/evil': {content: '#!/bin/sh\n', mode: 0o755},
+      'usr/lib/udev/rules.d/99-evil.rules': 'RUN+="/usr/libexec/evil"\n',
+      'usr/lib/x86_64-linux-gnu/security/pam_evil.so': 'x',
+      'usr/libexec/org.example.App/helper': {content: '#!/bin/sh\n', mode: 0o755},
+    })
+    assert.deepEqual(only('layout-sensitive-path', tree), [
+      ['error', 'usr/lib/systemd/system-generators/evil'], ['error', 'usr/lib/udev/rules.d/99-evil.rules'], ['error', 'usr/lib/x86_64-linux-gnu/security/pam_evil.so'],
+    ])
+  })
+  test('layout-enables-unit: a .wants link starts a unit without a client', () => {
+    const tree = makeTree({...REL,
+      'usr/lib/systemd/system/evil.service': '[Service]\nExecStart=/bin/true\n',
+      'usr/lib/systemd/system/multi-user.target.wants/evil.service': {symlink: '../evil.service'},
+    })
+    assert.deepEqual(only('layout-enables-unit', tree), [['warning', 'usr/lib/systemd/system/multi-user.target.wants/evil.service']])
   })
 })

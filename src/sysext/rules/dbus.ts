@@ -3,12 +3,12 @@
  * which is why an app ships them in a system extension; a mistake here means
  * the service is not activatable, and a wide policy opens the system bus.
  */
-import {XMLParser, XMLValidator} from 'fast-xml-parser'
 import {parseUnitFile, unitValues} from '../../systemd/unit-file.js'
 import {type Finding, error, warning} from '../findings.js'
 import {resolveMerged} from '../host.js'
 import {parseKeyFile} from '../keyfile.js'
 import {type Tree, childrenOf} from '../tree.js'
+import {type XmlElement, descendants, parseXml} from '../xml.js'
 import type {RuleContext, RuleSet} from './context.js'
 
 const SERVICES_DIR = 'usr/share/dbus-1/system-services'
@@ -32,74 +32,6 @@ export function busNameProblem(name: string): string | undefined {
   return undefined
 }
 
-export interface XmlElement {
-  name: string
-  attrs: Record<string, string>
-  children: XmlElement[]
-  /** Concatenated direct text content, trimmed. */
-  text: string
-  /** 1-based line of the start tag. */
-  line: number
-}
-
-const META = XMLParser.getMetaDataSymbol() as unknown as symbol
-const xmlParser = new XMLParser({
-  preserveOrder: true,
-  ignoreAttributes: false,
-  attributeNamePrefix: '',
-  parseTagValue: false,
-  parseAttributeValue: false,
-  captureMetaData: true,
-})
-
-type OrderedNode = Record<string, unknown> & {':@'?: Record<string, string>}
-
-/**
- * A well-formed XML document's single root element, or where it is not
- * well-formed. Shared with the polkit rules.
- */
-export function parseXml(text: string): {root: XmlElement} | {line: number; message: string} {
-  const valid = XMLValidator.validate(text)
-  if (valid !== true) return {line: valid.err.line, message: valid.err.msg}
-  const lineStarts = [0]
-  for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) lineStarts.push(i + 1)
-  const lineOf = (index: number): number => {
-    let low = 0
-    let high = lineStarts.length - 1
-    while (low < high) {
-      const mid = (low + high + 1) >> 1
-      if (lineStarts[mid] <= index) low = mid
-      else high = mid - 1
-    }
-    return low + 1
-  }
-  const convert = (nodes: OrderedNode[]): {elements: XmlElement[]; text: string} => {
-    const elements: XmlElement[] = []
-    let content = ''
-    for (const node of nodes) {
-      const name = Object.keys(node).find((k) => k !== ':@')
-      if (name === undefined || name.startsWith('?')) continue
-      if (name === '#text') {
-        content += String(node[name])
-        continue
-      }
-      const inner = convert(node[name] as OrderedNode[])
-      const meta = (node as Record<symbol, {startIndex?: number} | undefined>)[META]
-      elements.push({name, attrs: node[':@'] ?? {}, children: inner.elements, text: inner.text.trim(),
-        line: lineOf(meta?.startIndex ?? 0)})
-    }
-    return {elements, text: content}
-  }
-  const top = convert(xmlParser.parse(text) as OrderedNode[]).elements
-  if (top.length !== 1)
-    return {line: top[1]?.line ?? 1, message: top.length === 0 ? 'no root element' : `more than one root element (<${top[0].name}>, <${top[1].name}>)`}
-  return {root: top[0]}
-}
-
-/** All elements below (and including) `element`, depth first. */
-function descendants(element: XmlElement): XmlElement[] {
-  return [element, ...element.children.flatMap(descendants)]
-}
 
 /** The first word of an Exec= line with the shell quoting dbus-daemon applies (_dbus_shell_parse_argv). */
 function shellFirstWord(value: string): string | undefined {

@@ -4,6 +4,20 @@ import {MERGED_DIRS, childrenOf, mergedEntries} from '../tree.js'
 import type {RuleContext, RuleSet} from './context.js'
 
 
+/**
+ * Directories whose files the host runs or loads on its own — at boot, for every
+ * device, login or process — not only when the extension's service is activated.
+ * An app has no business there, and it is the obvious route for a malicious one.
+ */
+const SENSITIVE_DIRS = [
+  'usr/lib/systemd/system-generators', 'usr/lib/systemd/system-environment-generators', 'usr/lib/systemd/user-generators',
+  'usr/lib/systemd/user-environment-generators', 'usr/lib/systemd/system-shutdown', 'usr/lib/systemd/system-sleep',
+  'usr/lib/udev/rules.d', 'usr/lib/modules-load.d', 'usr/lib/modprobe.d', 'usr/lib/sysctl.d', 'usr/lib/binfmt.d',
+  'usr/lib/tmpfiles.d', 'usr/lib/sysusers.d', 'usr/lib/environment.d', 'usr/lib/pam.d', 'usr/lib/security',
+  'usr/lib/x86_64-linux-gnu/security', 'usr/lib/aarch64-linux-gnu/security', 'usr/lib64/security', 'usr/lib/kernel',
+  'usr/lib/modules', 'usr/share/polkit-1/rules.d', 'usr/etc',
+]
+
 /** Absolute targets that exist only inside a Flatpak sandbox, never on the host. */
 const SANDBOX_ONLY = ['/app', '/run/flatpak', '/run/host', '/.flatpak-info']
 
@@ -28,6 +42,28 @@ function check(ctx: RuleContext): Finding[] {
       findings.push(error('layout-os-release', osRelease,
         `The tree ships ${osRelease}; systemd-sysext refuses images that carry an os-release (it would replace the host's identity).`,
         'Remove it; the extension identifies itself with usr/lib/extension-release.d/extension-release.NAME.'))
+  }
+
+  for (const entry of merged) {
+    if (entry.type === 'dir') continue
+    const sensitive = SENSITIVE_DIRS.find((d) => entry.path.startsWith(`${d}/`))
+    if (sensitive && sensitive !== 'usr/share/polkit-1/rules.d')
+      findings.push(error('layout-sensitive-path', entry.path,
+        `${entry.path} is in ${sensitive}/, which the host runs or loads by itself (at boot, for every device, login or process), not just when the app's service is activated.`,
+        "Ship only what the service needs: its binary, D-Bus service file and policy, polkit action and unit."))
+    if (/^usr\/lib\/systemd\/system\/[^/]+\.(wants|requires|upholds)\//.test(entry.path))
+      findings.push(warning('layout-enables-unit', entry.path,
+        `${entry.path} enables a unit without the admin doing so: it starts whenever its target starts (e.g. at every boot).`,
+        'Prefer D-Bus activation (SystemdService=) so the unit runs only when a client calls it.'))
+    // The merged /usr shows the extension's file instead of the host's: every program on the host would get it.
+    const onHost = ctx.host.lstat(`/${entry.path}`)
+    const provider = onHost && onHost.type !== 'dir' ? ctx.host.extensionProviding(`/${entry.path}`) : undefined
+    if (onHost && onHost.type !== 'dir' && provider !== ctx.name)
+      findings.push(error('layout-shadows-host', entry.path,
+        provider
+          ? `/${entry.path} is already shipped by the merged extension '${provider}'; which copy wins depends on merge order.`
+          : `/${entry.path} exists on the host; once merged, the extension's copy replaces the host's for every program and user.`,
+        'Install under a path of the app\'s own (usr/libexec/APP/, usr/lib/APP/); an extension must add files, never replace them.'))
   }
 
   const inTree = new Map<number, number>()
@@ -66,6 +102,9 @@ export const layoutRules: RuleSet = {
     'layout-empty': 'Nothing under usr/ or opt/ to merge.',
     'layout-os-release': 'The tree carries an os-release file (systemd-sysext refuses the image).',
     'layout-symlink-escape': 'A symlink points into the Flatpak sandbox (/app, ...) or climbs out of usr/ and opt/.',
+    'layout-sensitive-path': 'A file in a directory the host runs or loads by itself (generators, udev rules, PAM, sysctl, modules, tmpfiles, ...).',
+    'layout-enables-unit': 'A unit enabled through a .wants/.requires link: it starts without any client asking (warning).',
+    'layout-shadows-host': 'A file that already exists on the host: the merge would replace the host\'s copy for everyone.',
     'layout-hardlink-outside': 'A non-root-owned file is hard-linked to paths outside the tree (its content can change later).',
   },
   check,
