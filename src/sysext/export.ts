@@ -5,7 +5,7 @@
  */
 import {createReadStream, createWriteStream, lstatSync, readdirSync, readlinkSync, renameSync, rmSync, statSync} from 'node:fs'
 import {basename, dirname, join, resolve} from 'node:path'
-import {PassThrough, type Writable} from 'node:stream'
+import {Transform, type Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 import {type Header, type Pack, pack as tarPack} from 'tar-stream'
 import {HelperError, fsError, usageError} from '../errors.js'
@@ -14,7 +14,7 @@ import {type Paths, DEFAULT_PATHS, readState} from './state.js'
 export type ExportFormat = 'tar'
 
 export interface ExportSource {
-  /** The extension name (managed NAME, or the tree's directory name). */
+  /** The extension name: the managed NAME, else the tree's release file NAME, else its directory name. */
   name: string
   kind: 'managed' | 'path'
   /** The tree that is exported. */
@@ -47,6 +47,7 @@ export interface ExportResult {
 /**
  * NAME or PATH: an argument with a '/' (or '.', '..') is a path; otherwise a
  * managed NAME wins, then a directory of that name in the working directory.
+ * A path's name is its release file's NAME (the default output is NAME.tar).
  */
 export function resolveExportSource(arg: string, paths: Paths = DEFAULT_PATHS): ExportSource {
   const looksLikePath = arg.includes('/') || arg === '.' || arg === '..'
@@ -65,7 +66,17 @@ export function resolveExportSource(arg: string, paths: Paths = DEFAULT_PATHS): 
       hint: "See 'sysext-helper list' for managed names, or pass the tree's path (e.g. ./ext).",
     })
   }
-  return {name: basename(tree), kind: 'path', tree}
+  return {name: releaseName(tree) ?? basename(tree), kind: 'path', tree}
+}
+
+/** NAME of the tree's only usr/lib/extension-release.d/extension-release.NAME, if exactly one. */
+function releaseName(tree: string): string | undefined {
+  try {
+    const names = readdirSync(join(tree, 'usr/lib/extension-release.d')).filter((n) => n.startsWith('extension-release.')).map((n) => n.slice('extension-release.'.length))
+    return names.length === 1 && names[0] ? names[0] : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /**
@@ -116,14 +127,23 @@ export function planExport(tree: string): ExportEntry[] {
 export async function writeTar(entries: readonly ExportEntry[], out: Writable): Promise<number> {
   const pack = tarPack()
   let bytes = 0
-  const counter = new PassThrough()
-  counter.on('data', (chunk: Buffer) => {
-    bytes += chunk.length
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      bytes += chunk.length
+      callback(null, chunk)
+    },
   })
   // tar-stream's streams are streamx streams: connect them with their own pipe().
   pack.on('error', (error: Error) => counter.destroy(error))
   pack.pipe(counter)
-  const done = pipeline(counter, out)
+  let outputError: unknown
+  const done = pipeline(counter, out).catch((error: unknown) => {
+    // The reader went away (EPIPE) or the disk is full: stop packing at once.
+    outputError ??= error
+    pack.destroy(error as Error)
+    throw error
+  })
+  done.catch(() => {})
   const root = {uid: 0, gid: 0, uname: 'root', gname: 'root'}
   try {
     for (const e of entries) {
@@ -133,6 +153,8 @@ export async function writeTar(entries: readonly ExportEntry[], out: Writable): 
       else {
         await new Promise<void>((resolvePromise, reject) => {
           const sink = pack.entry({...header, type: 'file', size: e.size}, (err) => (err ? reject(err) : resolvePromise()))
+          // Failures arrive through the callback above; without a listener they would be thrown.
+          sink.on('error', () => {})
           const file = createReadStream(e.source!)
           file.on('error', (error) => {
             reject(fsError('EXPORT_UNREADABLE', 'Cannot read', e.source!, error))
@@ -146,7 +168,7 @@ export async function writeTar(entries: readonly ExportEntry[], out: Writable): 
   } catch (error) {
     pack.destroy(error as Error)
     await done.catch(() => {})
-    throw error
+    throw outputError ?? error
   }
   await done
   return bytes
@@ -154,7 +176,7 @@ export async function writeTar(entries: readonly ExportEntry[], out: Writable): 
 
 function entryDone(pack: Pack, header: Partial<Header> & Pick<Header, 'name'>): Promise<void> {
   return new Promise((resolvePromise, reject) => {
-    pack.entry(header, (err) => (err ? reject(err) : resolvePromise()))
+    pack.entry(header, (err) => (err ? reject(err) : resolvePromise())).on('error', () => {})
   })
 }
 
@@ -176,7 +198,14 @@ export async function exportExtension(arg: string, options: ExportOptions = {}):
     throw new HelperError('TREE_NOT_FOUND', `'${source.tree}' has neither usr/ nor opt/: it is not an extension tree.`, {file: source.tree})
   const output = options.output ?? `${source.name}.tar`
   if (output === '-') {
-    const bytes = await writeTar(entries, options.stdout ?? process.stdout)
+    let bytes: number
+    try {
+      bytes = await writeTar(entries, options.stdout ?? process.stdout)
+    } catch (error) {
+      if (error instanceof HelperError) throw error
+      const broken = (error as NodeJS.ErrnoException).code === 'EPIPE'
+      throw new HelperError('EXPORT_WRITE_FAILED', `Cannot write the tarball to stdout: ${broken ? 'the reader closed the pipe' : (error as Error).message}.`, {cause: error})
+    }
     return {name: source.name, source, format, output: '-', entries: entries.length, bytes}
   }
   const target = resolve(output)

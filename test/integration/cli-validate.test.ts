@@ -10,7 +10,7 @@ function cli(args: string[], env: Record<string, string> = {}) {
   return {code: r.status, stdout: r.stdout, stderr: r.stderr}
 }
 
-const host = makeHostRoot(DEBIAN_12)
+const host = makeHostRoot(DEBIAN_12, {'bin/sh': {content: '', mode: 0o755}})
 const NAME = 'org.example.App'
 const good = makeTree({
   [`usr/lib/extension-release.d/extension-release.${NAME}`]: 'ID=_any\n',
@@ -99,7 +99,10 @@ describe('validate', () => {
 
 describe('release', () => {
   test('writes ID=_any and the host architecture; validate then passes', () => {
-    const tree = makeTree({'usr/share/org.example.App/data': 'x', 'usr/lib/systemd/system/example.service': '[Service]\nExecStart=/bin/true\n'})
+    const tree = makeTree({
+      'usr/libexec/org.example.App/helper': {content: '#!/bin/sh\n', mode: 0o755},
+      'usr/lib/systemd/system/example.service': '[Service]\nExecStart=/usr/libexec/org.example.App/helper\n',
+    })
     const r = cli(['release', tree, '--name', NAME, '--json'])
     assert.equal(r.code, 0, r.stderr)
     const file = `${tree}/usr/lib/extension-release.d/extension-release.${NAME}`

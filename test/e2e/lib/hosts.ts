@@ -335,6 +335,8 @@ export interface BootOptions {
   bind?: string[]
   /** ms to wait for the boot (default 60 s). */
   bootTimeout?: number
+  /** Do not bind this machine's node binary into the guest (the guest then has no node; host.cli() fails). */
+  noNode?: boolean
 }
 
 /** Where per-boot state goes; must not be on overlayfs (no upperdir there). */
@@ -547,7 +549,7 @@ export async function bootHost(flavor: Flavor, opts: BootOptions = {}): Promise<
     // The console goes to a file: a pipe nobody reads would block the guest.
     '--console=read-only',
     `--bind-ro=${REPO_ROOT}:${guestRepo}`,
-    `--bind-ro=${node}:${GUEST_NODE}`,
+    ...(opts.noNode ? [] : [`--bind-ro=${node}:${GUEST_NODE}`]),
     ...(opts.bindRo ?? []).map((b) => `--bind-ro=${b}`),
     ...(opts.bind ?? []).map((b) => `--bind=${b}`),
   ]

@@ -1,0 +1,324 @@
+/**
+ * Builds sysext-helper as a self-contained system extension tree:
+ *
+ *   usr/bin/sysext-helper                 sh wrapper: exec the bundled node on cli.js
+ *   usr/lib/sysext-helper/node            this machine's node binary
+ *   usr/lib/sysext-helper/cli.js          entry: runs oclif on commands.js
+ *   usr/lib/sysext-helper/commands.js     esbuild bundle of every command (exports COMMANDS)
+ *   usr/lib/sysext-helper/helper.js       esbuild bundle of the helper service (when src/helper has one)
+ *   usr/lib/sysext-helper/uwrap.node      usocket's prebuilt addon, loaded by the bundles
+ *   usr/lib/sysext-helper/package.json    oclif config: explicit command discovery
+ *   usr/lib/sysext-helper/oclif.manifest.json
+ *   usr/lib/extension-release.d/extension-release.sysext-helper
+ *   usr/...                               every templates/<component>/usr/** file
+ *
+ * Usage (after `npm run build`, which compiles this file):
+ *   node dist/scripts/build-extension.js [--out DIR] [--image] [--image-format squashfs|erofs] [--image-output FILE]
+ * Default --out: dist/extension; default image: sysext-helper.raw next to the tree.
+ */
+import {spawnSync} from 'node:child_process'
+import {
+  chmodSync, copyFileSync, existsSync, lchownSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmSync,
+  statSync, symlinkSync, writeFileSync,
+} from 'node:fs'
+import {dirname, join, relative, resolve} from 'node:path'
+import {fileURLToPath, pathToFileURL} from 'node:url'
+import {parseArgs} from 'node:util'
+import {type Plugin, build} from 'esbuild'
+import {HelperError} from '../src/errors.js'
+import {systemdArchitecture} from '../src/sysext/host.js'
+import {type ImageFormat, type ImageResult, SELF_LIB_DIR, SELF_NAME, SELF_RELEASE, packImage} from '../src/sysext/image.js'
+
+/** The checkout (this file runs from dist/scripts/). */
+export const REPO = resolve(fileURLToPath(new URL('../../', import.meta.url)))
+
+/** Entry modules of the helper service, first found wins (compiled under dist/src/helper/). */
+const HELPER_ENTRIES = ['daemon', 'main', 'service', 'server', 'index']
+
+export interface BuildOptions {
+  repo?: string
+  out?: string
+  image?: boolean
+  imageFormat?: ImageFormat
+  imageOutput?: string
+  log?: (line: string) => void
+}
+
+export interface BuildResult {
+  out: string
+  architecture: string
+  commands: string[]
+  helper?: string
+  templates: string[]
+  files: number
+  bytes: number
+  image?: ImageResult
+}
+
+/** oclif command ids from the compiled command files (nested dirs become topics: a/b.js -> a:b). */
+export function commandIds(commandsDir: string): Array<{id: string; file: string}> {
+  const found: Array<{id: string; file: string}> = []
+  const walk = (dir: string): void => {
+    for (const e of readdirSync(dir, {withFileTypes: true}).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const abs = join(dir, e.name)
+      if (e.isDirectory()) walk(abs)
+      else if (e.isFile() && e.name.endsWith('.js')) {
+        const id = relative(commandsDir, abs).slice(0, -3).split('/').filter((p, i, all) => !(p === 'index' && i === all.length - 1)).join(':')
+        found.push({id, file: abs})
+      }
+    }
+  }
+  walk(commandsDir)
+  return found
+}
+
+/**
+ * Files to copy from templates/: for every component directory, each entry whose path
+ * inside the component starts with usr/, to the same path in the tree. Others are ignored.
+ */
+export function templateFiles(templatesDir: string): Array<{from: string; to: string}> {
+  const out: Array<{from: string; to: string}> = []
+  if (!existsSync(templatesDir)) return out
+  const walk = (dir: string, rel: string): void => {
+    for (const e of readdirSync(dir, {withFileTypes: true}).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const abs = join(dir, e.name)
+      const r = rel ? `${rel}/${e.name}` : e.name
+      if (e.isDirectory()) walk(abs, r)
+      else out.push({from: abs, to: r})
+    }
+  }
+  for (const component of readdirSync(templatesDir, {withFileTypes: true}).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    const usr = join(templatesDir, component.name, 'usr')
+    if (component.isDirectory() && existsSync(usr) && lstatSync(usr).isDirectory()) walk(usr, 'usr')
+  }
+  const seen = new Map<string, string>()
+  for (const f of out) {
+    const other = seen.get(f.to)
+    if (other) throw new HelperError('BUILD_TEMPLATE_CLASH', `Both '${other}' and '${f.from}' install ${f.to}.`, {hint: 'Keep one of them.'})
+    seen.set(f.to, f.from)
+  }
+  return out
+}
+
+/** The release file: the template with ARCHITECTURE= set to `arch`. */
+export function renderRelease(template: string, arch: string): string {
+  const lines = template.split('\n')
+  const i = lines.findIndex((l) => /^\s*ARCHITECTURE\s*=/.test(l))
+  if (i >= 0) lines[i] = `ARCHITECTURE=${arch}`
+  else lines.splice(lines[lines.length - 1] === '' ? lines.length - 1 : lines.length, 0, `ARCHITECTURE=${arch}`)
+  return lines.join('\n')
+}
+
+/**
+ * usocket loads its addon with `require('bindings')('uwrap')`, which searches
+ * node_modules: the bundles load uwrap.node from their own directory instead.
+ */
+function usocketAddon(): Plugin {
+  return {
+    name: 'usocket-addon',
+    setup(b) {
+      b.onLoad({filter: /[\\/]usocket[\\/]index\.js$/}, (args) => {
+        const text = readFileSync(args.path, 'utf8')
+        const patched = text.replace(/require\((['"])bindings\1\)\(\s*(['"])uwrap\2\s*\)/, "require('./uwrap.node')")
+        if (patched === text) throw new Error(`${args.path}: the require('bindings')('uwrap') call to patch was not found (usocket changed?)`)
+        return {contents: patched, loader: 'js'}
+      })
+      b.onResolve({filter: /^\.\/uwrap\.node$/}, () => ({path: './uwrap.node', external: true}))
+    },
+  }
+}
+
+/** ESM output holding CommonJS code (oclif, dbus-next) needs require and __dirname. */
+const BANNER = [
+  "import {createRequire as __sxhCreateRequire} from 'node:module';",
+  "import {fileURLToPath as __sxhFileURLToPath} from 'node:url';",
+  "import {dirname as __sxhDirname} from 'node:path';",
+  'const require = __sxhCreateRequire(import.meta.url);',
+  'const __filename = __sxhFileURLToPath(import.meta.url);',
+  'const __dirname = __sxhDirname(__filename);',
+].join('\n')
+
+async function bundle(repo: string, entry: {contents: string} | {file: string}, outfile: string): Promise<void> {
+  const common = {
+    bundle: true,
+    platform: 'node' as const,
+    format: 'esm' as const,
+    target: 'node20',
+    outfile,
+    banner: {js: BANNER},
+    plugins: [usocketAddon()],
+    keepNames: true,
+    legalComments: 'none' as const,
+    logLevel: 'error' as const,
+    // Optional peers that the bundled code probes for inside try/catch.
+    external: ['ts-node', 'typescript'],
+    absWorkingDir: repo,
+  }
+  if ('file' in entry) await build({...common, entryPoints: [entry.file]})
+  else await build({...common, stdin: {contents: entry.contents, resolveDir: repo, sourcefile: 'commands-entry.js', loader: 'js'}})
+}
+
+function writeFile(path: string, content: string | Buffer, mode: number): void {
+  mkdirSync(dirname(path), {recursive: true, mode: 0o755})
+  writeFileSync(path, content, {mode})
+  chmodSync(path, mode)
+}
+
+/** 0755 for directories and executables, 0644 otherwise; root-owned when run as root. */
+function normalize(out: string): {files: number; bytes: number} {
+  const asRoot = process.getuid?.() === 0
+  let files = 0
+  let bytes = 0
+  const walk = (p: string): void => {
+    const st = lstatSync(p)
+    if (asRoot) lchownSync(p, 0, 0)
+    if (st.isSymbolicLink()) return
+    if (st.isDirectory()) {
+      chmodSync(p, 0o755)
+      for (const e of readdirSync(p)) walk(join(p, e))
+      return
+    }
+    chmodSync(p, st.mode & 0o111 ? 0o755 : 0o644)
+    files++
+    bytes += st.size
+  }
+  walk(out)
+  return {files, bytes}
+}
+
+/** Refuses to delete anything that is not a previous build (or empty). */
+function clearOut(out: string): void {
+  if (!existsSync(out)) return
+  const entries = readdirSync(out)
+  if (entries.length > 0 && !existsSync(join(out, SELF_RELEASE)) && !existsSync(join(out, SELF_LIB_DIR)))
+    throw new HelperError('BUILD_OUT_NOT_EMPTY', `'${out}' is not empty and is not a previous sysext-helper extension build; not deleting it.`, {
+      hint: 'Pick an empty or new directory for --out.',
+    })
+  rmSync(out, {recursive: true, force: true})
+}
+
+export async function buildExtension(options: BuildOptions = {}): Promise<BuildResult> {
+  const repo = options.repo ?? REPO
+  const out = resolve(options.out ?? join(repo, 'dist', 'extension'))
+  const log = options.log ?? (() => {})
+  const compiled = join(repo, 'dist', 'src')
+  if (!existsSync(join(compiled, 'commands')))
+    throw new HelperError('BUILD_NOT_COMPILED', `'${compiled}/commands' is missing.`, {hint: 'Run npm run build first (npm run build:extension does).'})
+  const pkg = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')) as {name: string; version: string; oclif: Record<string, unknown>}
+
+  clearOut(out)
+  const lib = join(out, SELF_LIB_DIR)
+  mkdirSync(lib, {recursive: true, mode: 0o755})
+
+  // The CLI: one bundle exporting every command class, and a tiny entry running oclif on it.
+  const commands = commandIds(join(compiled, 'commands'))
+  const entry = [
+    "import {execute} from '@oclif/core'",
+    ...commands.map((c, i) => `import C${i} from ${JSON.stringify(c.file)}`),
+    `export const COMMANDS = {${commands.map((c, i) => `${JSON.stringify(c.id)}: C${i}`).join(', ')}}`,
+    'export function main(dir) { return execute({dir}) }',
+    '',
+  ].join('\n')
+  await bundle(repo, {contents: entry}, join(lib, 'commands.js'))
+  writeFile(join(lib, 'cli.js'), "import {main} from './commands.js'\n\nawait main(import.meta.url)\n", 0o644)
+  log(`bundled ${commands.length} commands: ${commands.map((c) => c.id).join(', ')}`)
+
+  // The helper service, when src/helper has a daemon entry.
+  const helperEntry = HELPER_ENTRIES.map((n) => join(compiled, 'helper', `${n}.js`)).find((f) => existsSync(f))
+  if (helperEntry) {
+    await bundle(repo, {file: helperEntry}, join(lib, 'helper.js'))
+    log(`bundled the helper service from ${relative(repo, helperEntry)}`)
+  } else log(`no helper service entry (dist/src/helper/{${HELPER_ENTRIES.join(',')}}.js): helper.js not built`)
+
+  // oclif reads its config from the package.json next to the entry.
+  const oclifConfig = {
+    ...pkg.oclif,
+    commands: {strategy: 'explicit', target: './commands.js', identifier: 'COMMANDS'},
+  }
+  writeFile(join(lib, 'package.json'), `${JSON.stringify({name: pkg.name, version: pkg.version, private: true, type: 'module', files: ['cli.js', 'commands.js', 'oclif.manifest.json'], oclif: oclifConfig}, null, 2)}\n`, 0o644)
+
+  // usocket's addon and the runtime.
+  const addon = join(repo, 'node_modules', 'usocket', 'build', 'Release', 'uwrap.node')
+  if (!existsSync(addon))
+    throw new HelperError('BUILD_ADDON_MISSING', `'${addon}' is missing: usocket was not built.`, {hint: 'npm rebuild usocket (its install script must be approved: allowScripts in package.json).'})
+  copyFileSync(addon, join(lib, 'uwrap.node'))
+  chmodSync(join(lib, 'uwrap.node'), 0o644)
+  const node = realpathSync(process.execPath)
+  copyFileSync(node, join(lib, 'node'))
+  chmodSync(join(lib, 'node'), 0o755)
+
+  // The manifest lets oclif list commands and flags without loading them.
+  const oclifBin = join(repo, 'node_modules', 'oclif', 'bin', 'run.js')
+  const manifest = spawnSync(process.execPath, [oclifBin, 'manifest', lib], {encoding: 'utf8', cwd: lib, env: {...process.env, OCLIF_SKIP_NEW_VERSION_CHECK: 'true'}})
+  if (manifest.status !== 0 || !existsSync(join(lib, 'oclif.manifest.json')))
+    throw new HelperError('BUILD_MANIFEST_FAILED', `oclif manifest failed for '${lib}': ${(manifest.stderr || manifest.stdout || '').trim().split('\n').slice(-3).join(' ')}`)
+
+  // The bundle must run on its own: nothing from node_modules may be left to resolve at run time.
+  const smoke = spawnSync(join(lib, 'node'), [join(lib, 'cli.js'), '--version'], {encoding: 'utf8', cwd: '/', env: {PATH: '/usr/bin:/bin'}})
+  if (smoke.status !== 0)
+    throw new HelperError('BUILD_BUNDLE_BROKEN', `The bundled CLI does not run: ${(smoke.stderr || smoke.stdout).trim().split('\n').slice(0, 3).join(' ')}`, {hint: 'Rerun with DEBUG=1; a module esbuild left external is the usual cause.'})
+
+  writeFile(join(out, 'usr', 'bin', SELF_NAME), `#!/bin/sh\nexec /${SELF_LIB_DIR}/node /${SELF_LIB_DIR}/cli.js "$@"\n`, 0o755)
+
+  // templates/<component>/usr/** -> usr/**, exec bit and symlinks preserved.
+  const templates = templateFiles(join(repo, 'templates'))
+  for (const t of templates) {
+    const dest = join(out, t.to)
+    if (existsSync(dest)) throw new HelperError('BUILD_TEMPLATE_CLASH', `'${t.from}' would replace ${t.to}, which the build itself writes.`, {hint: 'Move the template elsewhere.'})
+    mkdirSync(dirname(dest), {recursive: true, mode: 0o755})
+    const st = lstatSync(t.from)
+    if (st.isSymbolicLink()) symlinkSync(readlinkSync(t.from), dest)
+    else if (st.isFile()) {
+      copyFileSync(t.from, dest)
+      chmodSync(dest, st.mode & 0o111 ? 0o755 : 0o644)
+    } else throw new HelperError('BUILD_TEMPLATE_UNSUPPORTED', `'${t.from}' is not a regular file or symlink.`, {file: t.from})
+  }
+  log(`copied ${templates.length} template files`)
+
+  const architecture = systemdArchitecture()
+  const release = renderRelease(readFileSync(join(repo, 'extension-release.d', `extension-release.${SELF_NAME}`), 'utf8'), architecture)
+  writeFile(join(out, SELF_RELEASE), release, 0o644)
+
+  const {files, bytes} = normalize(out)
+  const result: BuildResult = {out, architecture, commands: commands.map((c) => c.id), templates: templates.map((t) => t.to), files, bytes}
+  if (helperEntry) result.helper = relative(repo, helperEntry)
+  log(`${out}: ${files} files, ${(bytes / 1048576).toFixed(1)} MiB (node ${(statSync(join(lib, 'node')).size / 1048576).toFixed(1)} MiB, commands.js ${(statSync(join(lib, 'commands.js')).size / 1048576).toFixed(1)} MiB), ARCHITECTURE=${architecture}`)
+
+  if (options.image) {
+    const output = resolve(options.imageOutput ?? join(dirname(out), `${SELF_NAME}.raw`))
+    result.image = await packImage(out, output, options.imageFormat ?? 'squashfs')
+    log(`${result.image.path}: ${result.image.format}, ${(result.image.bytes / 1048576).toFixed(1)} MiB`)
+  }
+  return result
+}
+
+async function main(): Promise<void> {
+  const {values} = parseArgs({
+    options: {
+      out: {type: 'string'},
+      image: {type: 'boolean', default: false},
+      'image-format': {type: 'string', default: 'squashfs'},
+      'image-output': {type: 'string'},
+      json: {type: 'boolean', default: false},
+    },
+  })
+  const format = values['image-format']
+  if (format !== 'squashfs' && format !== 'erofs') throw new HelperError('USAGE', `Unknown --image-format '${format}'.`, {hint: 'Use squashfs or erofs.', exit: 2})
+  const result = await buildExtension({
+    out: values.out,
+    image: values.image,
+    imageFormat: format,
+    imageOutput: values['image-output'],
+    log: values.json ? undefined : (line) => process.stderr.write(`${line}\n`),
+  })
+  if (values.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`)
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
+  main().catch((error: unknown) => {
+    const e = error as HelperError
+    process.stderr.write(`build-extension: ${e.message ?? String(error)}\n${e.hint ? `Hint: ${e.hint}\n` : ''}`)
+    if (process.env.DEBUG) console.error(error)
+    process.exitCode = e.exit ?? 1
+  })
+}

@@ -1,0 +1,111 @@
+/**
+ * Flatpak integration on real booted hosts with real flatpak: sysext-helper
+ * itself installed from its self-contained extension (no Node on the host), an
+ * offline repo with an app whose lib/extensions has no release file (as
+ * Sysprof's has none), and the trigger driving sync on install, update, uninstall.
+ */
+import assert from 'node:assert/strict'
+import {execFileSync} from 'node:child_process'
+import {mkdtempSync, rmSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {after, before, describe, test} from 'node:test'
+import {FLAVORS, type Host, REPO_ROOT, TESTER, bootHost, canRunE2e, ensureRoots, fixturePath} from './lib/hosts.js'
+
+const APP = 'org.sysexthelper.App'
+const BUS_NAME = 'org.sysexthelper.Test1'
+const GUEST_EXT = '/srv/sysext-helper-extension'
+const PUBLISH = `${REPO_ROOT}/test/fixtures/e2e/flatpak/publish-app.sh`
+const hello = ['busctl', 'call', BUS_NAME, '/org/sysexthelper/Test1', BUS_NAME, 'Hello']
+
+const e2e = canRunE2e()
+if (!e2e.ok) throw new Error(`e2e tests cannot run here: ${e2e.reason}`)
+await ensureRoots()
+
+// The self-contained extension, built once for both hosts.
+const buildDir = mkdtempSync(join(tmpdir(), 'sysext-helper-ext-'))
+execFileSync(process.execPath, [join(REPO_ROOT, 'dist/scripts/build-extension.js'), '--out', join(buildDir, 'tree')], {stdio: 'inherit'})
+process.once('exit', () => rmSync(buildDir, {recursive: true, force: true}))
+
+/** Polls `probe` every 250 ms until it returns true or `seconds` pass. */
+async function eventually(seconds: number, probe: () => Promise<boolean>): Promise<boolean> {
+  const deadline = Date.now() + seconds * 1000
+  while (Date.now() < deadline) {
+    if (await probe()) return true
+    await new Promise((r) => setTimeout(r, 250))
+  }
+  return false
+}
+
+async function merged(host: Host): Promise<string[]> {
+  return (await host.sh('cat /usr/.systemd-sysext/extensions 2>/dev/null')).stdout.split('\n').filter(Boolean)
+}
+
+for (const flavor of FLAVORS) {
+  describe(`Flatpak integration on ${flavor}`, {concurrency: false}, () => {
+    let host: Host
+    before(async () => {
+      host = await bootHost(flavor, {noNode: true})
+      execFileSync('cp', ['-a', join(buildDir, 'tree'), join(host.root, GUEST_EXT)])
+    })
+    after(async () => {
+      await host?.stop()
+    })
+
+    test('sysext-helper installs itself from its extension on a host without Node', async () => {
+      assert.notEqual((await host.sh('command -v node')).exitCode, 0, 'the host must not have node')
+      const r = await host.exec(`${GUEST_EXT}/usr/bin/sysext-helper`, ['install', GUEST_EXT, '--name', 'sysext-helper', '--target', 'persistent', '--json'], {timeout: 180_000})
+      assert.equal(r.exitCode, 0, r.stderr + r.stdout)
+      assert.ok((await merged(host)).includes('sysext-helper'))
+      assert.match((await host.execOk('/usr/bin/sysext-helper', ['--version'])).stdout, /^sysext-helper\//)
+      assert.equal((await host.exec('test', ['-x', '/usr/share/flatpak/triggers/sysext-helper.trigger'])).exitCode, 0)
+    })
+
+    test('flatpak install of an app with an extension merges nothing without approval, and says so', async () => {
+      await host.execOk(PUBLISH, [fixturePath('good')], {timeout: 300_000})
+      await host.execOk('flatpak', ['install', '--system', '-y', '--noninteractive', 'local', APP], {timeout: 300_000})
+      // The trigger started the sync unit; wait for it to have run.
+      assert.ok(await eventually(30, async () => (await host.sh('journalctl -b -u sysext-helper-sync.service --no-pager | grep -q "not approved"')).exitCode === 0),
+        (await host.sh('journalctl -b -u sysext-helper-sync.service --no-pager')).stdout)
+      assert.ok(!(await merged(host)).includes(APP))
+      const list = JSON.parse((await host.execOk('/usr/bin/sysext-helper', ['list', '--json'])).stdout)
+      assert.deepEqual(list.unapprovedApps.map((a: {appId: string}) => a.appId), [APP])
+      assert.notEqual((await host.exec(hello[0], hello.slice(1), {user: TESTER.name})).exitCode, 0)
+    })
+
+    test('install APP-ID approves it: merged, and an unprivileged call activates the service', async () => {
+      const r = await host.exec('/usr/bin/sysext-helper', ['install', APP, '--json'], {timeout: 180_000})
+      assert.equal(r.exitCode, 0, r.stderr + r.stdout)
+      const result = JSON.parse(r.stdout)
+      assert.equal(result.mode, 'stage')
+      assert.equal(result.releaseGenerated, true)
+      const call = await host.exec(hello[0], hello.slice(1), {user: TESTER.name})
+      assert.equal(call.stdout.trim(), 's "hello from test1"', call.stderr)
+    })
+
+    test('flatpak update to a new version updates the merged content by itself', async () => {
+      await host.execOk(PUBLISH, [fixturePath('good-v2')], {timeout: 300_000})
+      await host.execOk('flatpak', ['update', '--system', '-y', '--noninteractive', APP], {timeout: 300_000})
+      const updated = await eventually(30, async () => {
+        const call = await host.exec(hello[0], hello.slice(1), {user: TESTER.name})
+        return call.stdout.trim() === 's "hello from test1 v2"'
+      })
+      assert.ok(updated, (await host.sh('journalctl -b -u sysext-helper-sync.service --no-pager | tail -20')).stdout)
+      const state = JSON.parse((await host.execOk('cat', ['/var/lib/sysext-helper/state.json'])).stdout)
+      const deploy = (await host.execOk('readlink', ['-f', `/var/lib/flatpak/app/${APP}/current/active`])).stdout.trim()
+      assert.equal(state.extensions[APP].source.commit, deploy.split('/').pop())
+      // The merged tree is a stage, never the deploy flatpak may delete.
+      assert.match(state.extensions[APP].linkTarget, /^\/var\/lib\/sysext-helper\/stage\//)
+    })
+
+    test('flatpak uninstall removes the extension by itself', async () => {
+      await host.execOk('flatpak', ['uninstall', '--system', '-y', '--noninteractive', APP], {timeout: 300_000})
+      assert.ok(await eventually(30, async () => !(await merged(host)).includes(APP)), (await host.sh('journalctl -b -u sysext-helper-sync.service --no-pager | tail -20')).stdout)
+      const ping = await host.exec('busctl', ['call', BUS_NAME, '/', 'org.freedesktop.DBus.Peer', 'Ping'])
+      assert.notEqual(ping.exitCode, 0)
+      const state = JSON.parse((await host.execOk('cat', ['/var/lib/sysext-helper/state.json'])).stdout)
+      assert.equal(state.extensions[APP], undefined)
+      assert.ok(state.extensions['sysext-helper'], 'sysext-helper itself stays installed')
+    })
+  })
+}
