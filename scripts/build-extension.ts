@@ -151,7 +151,8 @@ async function bundle(repo: string, entry: {contents: string} | {file: string}, 
     legalComments: 'none' as const,
     logLevel: 'error' as const,
     // Optional peers that the bundled code probes for inside try/catch.
-    external: ['ts-node', 'typescript'],
+    // x11: dbus-next's optional X11 session-bus autolaunch, never used on the system bus.
+    external: ['ts-node', 'typescript', 'x11'],
     absWorkingDir: repo,
   }
   if ('file' in entry) await build({...common, entryPoints: [entry.file]})
@@ -227,6 +228,9 @@ export async function buildExtension(options: BuildOptions = {}): Promise<BuildR
   const helperEntry = HELPER_ENTRIES.map((n) => join(compiled, 'helper', `${n}.js`)).find((f) => existsSync(f))
   if (helperEntry) {
     await bundle(repo, {file: helperEntry}, join(lib, 'helper.js'))
+    // Run as `node helper.js` by its unit; esbuild marks a bundle with a #! line executable, and
+    // an executable whose interpreter (env node) the host lacks is exactly what validate refuses.
+    chmodSync(join(lib, 'helper.js'), 0o644)
     log(`bundled the helper service from ${relative(repo, helperEntry)}`)
   } else log(`no helper service entry (dist/src/helper/{${HELPER_ENTRIES.join(',')}}.js): helper.js not built`)
 

@@ -1,6 +1,7 @@
 /** Human renderings of results and errors. Plain text: grep-able, no colour codes when piped. */
 import type {HelperError} from '../errors.js'
 import type {Finding} from '../sysext/findings.js'
+import type {InstallResult} from '../sysext/install.js'
 import type {ValidationReport} from '../sysext/validate.js'
 
 const tty = process.stdout.isTTY === true && process.env.NO_COLOR === undefined
@@ -42,4 +43,18 @@ export function renderValidation(report: ValidationReport): string {
     ? `${green('OK')}: ${who} would be merged by this host (${host})${warnings ? `, ${plural(warnings, 'warning')}` : ''}.`
     : `${red('FAILED')}: ${who}: ${plural(errors, 'error')}${warnings ? `, ${plural(warnings, 'warning')}` : ''}; the host (${host}) would refuse it or it would not work.`)
   return `${lines.join('\n')}\n`
+}
+
+/** The closing line of install and self-install (the plan for --dry-run). */
+export function renderInstall(r: InstallResult): string {
+  if (r.dryRun) {
+    const lines = [`Plan for ${r.name}: ${r.action}`, `  source: ${r.source.path}${r.source.commit ? ` (commit ${r.source.commit})` : ''}`,
+      `  link:   ${r.link} -> ${r.linkTarget}`, `  mode:   ${r.mode}${r.stageReasons.length ? ` (${r.stageReasons.join('; ')})` : ''}`]
+    if (r.declarations.busNames.length) lines.push(`  bus names: ${r.declarations.busNames.map((b) => b.name).join(', ')}`)
+    if (r.declarations.polkitActions.length) lines.push(`  polkit actions: ${r.declarations.polkitActions.join(', ')}`)
+    if (r.declarations.units.length) lines.push(`  units: ${r.declarations.units.join(', ')}`)
+    return lines.join('\n')
+  }
+  if (r.action === 'unchanged') return `${r.name} is already installed and merged with the same content; nothing to do.`
+  return `${r.name} ${r.action === 'install' ? 'installed' : r.action === 'update' ? 'updated' : 'merged again'}: ${r.link} -> ${r.linkTarget}.`
 }

@@ -1,6 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {nameFlag} from '../cli/flags.js'
+import {renderInstall} from '../cli/render.js'
 import {createReporter} from '../cli/reporter.js'
 import {type InstallResult, install} from '../sysext/install.js'
 import type {TargetKind} from '../sysext/state.js'
@@ -21,6 +22,7 @@ export default class Install extends BaseCommand {
     'dry-run': Flags.boolean({description: 'Print the plan; change nothing'}),
     'no-verify': Flags.boolean({description: 'Skip the Peer.Ping and pkaction checks'}),
     'keep-on-failure': Flags.boolean({description: 'Leave a failed installation merged for inspection instead of rolling back'}),
+    stage: Flags.boolean({description: 'Always merge a staged copy, even of a tree that could be linked in place'}),
     timeout: Flags.integer({default: 25, min: 1, description: 'Seconds to wait for each activation check'}),
   }
 
@@ -33,22 +35,10 @@ export default class Install extends BaseCommand {
       dryRun: flags['dry-run'],
       verify: !flags['no-verify'],
       keepOnFailure: flags['keep-on-failure'],
+      forceStage: flags.stage,
       timeoutS: flags.timeout,
     }, await createReporter(this.jsonEnabled()))
     if (!this.jsonEnabled()) this.log(renderInstall(result))
     return result
   }
-}
-
-function renderInstall(r: InstallResult): string {
-  if (r.dryRun) {
-    const lines = [`Plan for ${r.name}: ${r.action}`, `  source: ${r.source.path}${r.source.commit ? ` (commit ${r.source.commit})` : ''}`,
-      `  link:   ${r.link} -> ${r.linkTarget}`, `  mode:   ${r.mode}${r.stageReasons.length ? ` (${r.stageReasons.join('; ')})` : ''}`]
-    if (r.declarations.busNames.length) lines.push(`  bus names: ${r.declarations.busNames.map((b) => b.name).join(', ')}`)
-    if (r.declarations.polkitActions.length) lines.push(`  polkit actions: ${r.declarations.polkitActions.join(', ')}`)
-    if (r.declarations.units.length) lines.push(`  units: ${r.declarations.units.join(', ')}`)
-    return lines.join('\n')
-  }
-  if (r.action === 'unchanged') return `${r.name} is already installed and merged with the same content; nothing to do.`
-  return `${r.name} ${r.action === 'install' ? 'installed' : r.action === 'update' ? 'updated' : 'merged again'}: ${r.link} -> ${r.linkTarget}.`
 }

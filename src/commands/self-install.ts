@@ -1,5 +1,6 @@
 import {Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
+import {renderInstall} from '../cli/render.js'
 import {createReporter} from '../cli/reporter.js'
 import {SELF_NAME, selfInstallSource} from '../sysext/image.js'
 import {type InstallResult, install} from '../sysext/install.js'
@@ -29,13 +30,11 @@ export default class SelfInstall extends BaseCommand {
       dryRun: flags['dry-run'],
       verify: !flags['no-verify'],
       keepOnFailure: flags['keep-on-failure'],
+      // The tree it runs from may be rebuilt or replaced later: merge a copy of it.
+      forceStage: true,
       timeoutS: flags.timeout,
     }, await createReporter(this.jsonEnabled()))
-    if (!this.jsonEnabled()) {
-      if (result.dryRun) this.log(`Plan for ${result.name}: ${result.action}: ${result.link} -> ${result.linkTarget} (${result.mode})`)
-      else if (result.action === 'unchanged') this.log(`${result.name} is already installed and merged with the same content; nothing to do.`)
-      else this.log(`${result.name} ${result.action === 'install' ? 'installed' : result.action === 'update' ? 'updated' : 'merged again'}: ${result.link} -> ${result.linkTarget}.`)
-    }
+    if (!this.jsonEnabled()) this.log(renderInstall(result))
     return result
   }
 }

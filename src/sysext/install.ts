@@ -36,6 +36,8 @@ export interface InstallOptions extends ValidateOptions {
   dryRun?: boolean
   verify?: boolean
   keepOnFailure?: boolean
+  /** Merge a staged copy even when the tree could be linked in place. */
+  forceStage?: boolean
   /** Seconds for each activation check and for systemd-sysext. */
   timeoutS?: number
   lockTimeoutMs?: number
@@ -79,6 +81,7 @@ export interface PlanInput {
   merged: string[]
   /** unsafeAncestor() of the source tree. */
   unsafe: string | undefined
+  forceStage?: boolean
 }
 
 /** Pure: decides what install will do, or throws why it must not. */
@@ -111,6 +114,7 @@ export function planInstall(input: PlanInput): InstallPlan {
   const stageReasons: string[] = []
   if (needsRelease) stageReasons.push('the tree has no release file; one is generated in the staged copy')
   if (target.origin === 'flatpak') stageReasons.push('Flatpak deletes old deploys on update; the merged copy must not live inside one')
+  if (input.forceStage) stageReasons.push('a staged copy was requested')
   if (input.unsafe) stageReasons.push(`the source can be swapped by a non-root user (${input.unsafe})`)
   if (report.findings.some((f) => f.rule === 'file-owner' || f.rule === 'layout-hardlink-outside'))
     stageReasons.push('some files are not owned by root; the staged copy is root-owned')
@@ -305,7 +309,7 @@ export async function preflight(emit: Emit, steps: StepRecord[]): Promise<HostPr
 }
 
 /** The validate step and the pure plan, from the host as it is now. */
-export async function validateAndPlan(target: string, options: ValidateOptions, state: State, paths: Paths, targetKind: TargetKind, emit: Emit, steps: StepRecord[]): Promise<{validated: Validated; plan: InstallPlan}> {
+export async function validateAndPlan(target: string, options: ValidateOptions & {forceStage?: boolean}, state: State, paths: Paths, targetKind: TargetKind, emit: Emit, steps: StepRecord[]): Promise<{validated: Validated; plan: InstallPlan}> {
   const validated = await step(emit, steps, 'validate', `Validating ${target}`, () => validate(target, options),
     (v) => `${v.report.findings.length} finding${v.report.findings.length === 1 ? '' : 's'}`)
   const plan = planInstall({
@@ -316,6 +320,7 @@ export async function validateAndPlan(target: string, options: ValidateOptions, 
     entries: validated.report.name ? imageEntries(paths, validated.report.name) : [],
     merged: mergedExtensions('/usr').concat(mergedExtensions('/opt')),
     unsafe: validated.target.origin === 'path' ? unsafeAncestor(validated.report.path) : undefined,
+    forceStage: options.forceStage,
   })
   return {validated, plan}
 }

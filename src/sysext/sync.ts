@@ -112,32 +112,39 @@ export async function sync(options: SyncOptions, emit: Emit): Promise<SyncResult
   const probe = await preflight(emit, steps)
   const session = await openSession(paths, emit, steps, options.timeoutS ?? 25, options.lockTimeoutMs ?? 120_000, probe)
   try {
-    // Another run may have synced while we waited for the lock: plan again under it.
-    plan = computePlan(options, paths, session.state)
-    report(plan)
-    const changes: Change[] = []
-    for (const {app} of plan.install) {
-      try {
-        const {validated, plan: installPlan} = await validateAndPlan(app.appId, {installationPath: app.installation.path}, session.state, paths,
-          session.state.extensions[app.appId]?.target ?? 'local', emit, steps)
-        if (installPlan.action !== 'unchanged') changes.push({kind: 'install', plan: installPlan, tree: validated.tree})
-      } catch (error) {
-        const e = error instanceof HelperError ? error : new HelperError('SYNC_FAILED', (error as Error).message, {cause: error})
-        result.failed.push({name: app.appId, code: e.code, message: e.message, hint: e.hint})
+    // Plan again under the lock (another run may have synced meanwhile), and again after
+    // applying: flatpak may have deployed once more while we worked. Bounded, so a
+    // failing app cannot keep us looping.
+    for (let round = 0; round < 3; round++) {
+      plan = computePlan(options, paths, session.state)
+      if (round === 0) report(plan)
+      const failedBefore = new Set(result.failed.map((f) => f.name))
+      plan.install = plan.install.filter((i) => !failedBefore.has(i.app.appId))
+      plan.remove = plan.remove.filter((r) => !failedBefore.has(r.name))
+      if (!pendingWork(plan)) break
+      const changes: Change[] = []
+      for (const {app} of plan.install) {
+        try {
+          const {validated, plan: installPlan} = await validateAndPlan(app.appId, {installationPath: app.installation.path}, session.state, paths,
+            session.state.extensions[app.appId]?.target ?? 'local', emit, steps)
+          if (installPlan.action !== 'unchanged') changes.push({kind: 'install', plan: installPlan, tree: validated.tree})
+        } catch (error) {
+          const e = error instanceof HelperError ? error : new HelperError('SYNC_FAILED', (error as Error).message, {cause: error})
+          result.failed.push({name: app.appId, code: e.code, message: e.message, hint: e.hint})
+        }
       }
-    }
-    for (const r of plan.remove) changes.push({kind: 'remove', name: r.name})
-    if (changes.length === 0) return result
-    const outcomes: ChangeOutcome[] = await applyChanges(session.ctx, session.state, probe, changes)
-    result.changed = true
-    for (const o of outcomes) {
-      if (!o.ok) {
-        result.failed.push({name: o.name, code: o.error?.code ?? 'SYNC_FAILED', message: `${o.error?.message ?? 'failed'}${o.outcome ? ` The change was ${o.outcome}.` : ''}`, hint: o.error?.hint})
-        continue
+      for (const r of plan.remove) changes.push({kind: 'remove', name: r.name})
+      if (changes.length === 0) break
+      const outcomes: ChangeOutcome[] = await applyChanges(session.ctx, session.state, probe, changes)
+      result.changed = true
+      for (const o of outcomes) {
+        if (!o.ok) {
+          result.failed.push({name: o.name, code: o.error?.code ?? 'SYNC_FAILED', message: `${o.error?.message ?? 'failed'}${o.outcome ? ` The change was ${o.outcome}.` : ''}`, hint: o.error?.hint})
+          continue
+        }
+        const list = o.kind === 'remove' ? result.removed : plan.install.find((i) => i.app.appId === o.name)?.reason === 'new' ? result.installed : result.updated
+        if (!list.includes(o.name)) list.push(o.name)
       }
-      if (o.kind === 'remove') result.removed.push(o.name)
-      else if (plan.install.find((i) => i.app.appId === o.name)?.reason === 'new') result.installed.push(o.name)
-      else result.updated.push(o.name)
     }
     return result
   } finally {

@@ -3,7 +3,7 @@
  * run every rule against the host. Scanning and host loading are the only IO.
  */
 import {existsSync} from 'node:fs'
-import {resolve} from 'node:path'
+import {join, resolve} from 'node:path'
 import {HelperError} from '../errors.js'
 import {type AppDeploy, type FlatpakEnv, findApp, looksLikeAppId} from '../flatpak/installations.js'
 import type {Finding} from './findings.js'
@@ -33,7 +33,8 @@ export function resolveTarget(target: string, options: TargetOptions = {}): Reso
       throw new HelperError('APP_HAS_NO_EXTENSIONS',
         `${target} (${app.installation.path}) ships no system extension: ${app.extensions} does not exist.`,
         {hint: 'Only apps that ship files/lib/extensions/usr/... can be validated or installed.'})
-    return {path: app.extensions, origin: 'flatpak', app}
+    // Pinned to the deploy that `active` points to now: flatpak may switch it while we read.
+    return {path: join(app.deployDir, 'files', 'lib', 'extensions'), origin: 'flatpak', app}
   }
   return {path: resolve(target), origin: 'path'}
 }

@@ -37,6 +37,14 @@ async function eventually(seconds: number, probe: () => Promise<boolean>): Promi
   return false
 }
 
+/** The sync unit has finished its run (state is written at its very end). */
+async function syncIdle(host: Host): Promise<boolean> {
+  return eventually(60, async () => {
+    const state = (await host.sh('systemctl show -p ActiveState --value sysext-helper-sync.service; systemctl list-jobs --no-legend sysext-helper-sync.service')).stdout.trim()
+    return state === 'inactive' || state === 'failed'
+  })
+}
+
 async function merged(host: Host): Promise<string[]> {
   return (await host.sh('cat /usr/.systemd-sysext/extensions 2>/dev/null')).stdout.split('\n').filter(Boolean)
 }
@@ -54,7 +62,8 @@ for (const flavor of FLAVORS) {
 
     test('sysext-helper installs itself from its extension on a host without Node', async () => {
       assert.notEqual((await host.sh('command -v node')).exitCode, 0, 'the host must not have node')
-      const r = await host.exec(`${GUEST_EXT}/usr/bin/sysext-helper`, ['install', GUEST_EXT, '--name', 'sysext-helper', '--target', 'persistent', '--json'], {timeout: 180_000})
+      // Before the merge only the tree's own node can run its CLI (usr/bin/sysext-helper points into the merged /usr).
+      const r = await host.exec(`${GUEST_EXT}/usr/lib/sysext-helper/node`, [`${GUEST_EXT}/usr/lib/sysext-helper/cli.js`, 'install', GUEST_EXT, '--name', 'sysext-helper', '--target', 'persistent', '--json'], {timeout: 180_000})
       assert.equal(r.exitCode, 0, r.stderr + r.stdout)
       assert.ok((await merged(host)).includes('sysext-helper'))
       assert.match((await host.execOk('/usr/bin/sysext-helper', ['--version'])).stdout, /^sysext-helper\//)
@@ -91,6 +100,7 @@ for (const flavor of FLAVORS) {
         return call.stdout.trim() === 's "hello from test1 v2"'
       })
       assert.ok(updated, (await host.sh('journalctl -b -u sysext-helper-sync.service --no-pager | tail -20')).stdout)
+      assert.ok(await syncIdle(host))
       const state = JSON.parse((await host.execOk('cat', ['/var/lib/sysext-helper/state.json'])).stdout)
       const deploy = (await host.execOk('readlink', ['-f', `/var/lib/flatpak/app/${APP}/current/active`])).stdout.trim()
       assert.equal(state.extensions[APP].source.commit, deploy.split('/').pop())
@@ -101,6 +111,7 @@ for (const flavor of FLAVORS) {
     test('flatpak uninstall removes the extension by itself', async () => {
       await host.execOk('flatpak', ['uninstall', '--system', '-y', '--noninteractive', APP], {timeout: 300_000})
       assert.ok(await eventually(30, async () => !(await merged(host)).includes(APP)), (await host.sh('journalctl -b -u sysext-helper-sync.service --no-pager | tail -20')).stdout)
+      assert.ok(await syncIdle(host))
       const ping = await host.exec('busctl', ['call', BUS_NAME, '/', 'org.freedesktop.DBus.Peer', 'Ping'])
       assert.notEqual(ping.exitCode, 0)
       const state = JSON.parse((await host.execOk('cat', ['/var/lib/sysext-helper/state.json'])).stdout)
