@@ -8,12 +8,6 @@ import {show} from '../systemd/systemctl.js'
 
 export type BusImplementation = 'dbus-broker' | 'dbus-daemon' | 'unknown'
 
-export async function busImplementation(): Promise<BusImplementation> {
-  const {Id} = await show('dbus.service', ['Id'])
-  if (Id?.startsWith('dbus-broker')) return 'dbus-broker'
-  if (Id === 'dbus.service') return 'dbus-daemon'
-  return 'unknown'
-}
 
 export async function reloadConfig(): Promise<void> {
   await run('busctl', ['--system', 'call', 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'ReloadConfig'], {timeoutMs: 30_000})

@@ -34,7 +34,7 @@ export function doctorChecks(probe: HostProbe): DoctorCheck[] {
 }
 
 export async function doctor(): Promise<DoctorReport> {
-  const probe = await probeHost().catch(() => null)
+  const probe = await probeHost({polkitVersion: true}).catch(() => null)
   const checks = probe
     ? doctorChecks(probe)
     : [{id: 'systemd-sysext', ok: false, severity: 'error' as const, message: 'systemd-sysext is missing or does not run.', fix: 'Install systemd >= 248.'}]

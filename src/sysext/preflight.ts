@@ -1,9 +1,9 @@
 /** What the host offers: probed once per run, reported by install and doctor. */
 import {existsSync, readFileSync} from 'node:fs'
-import {type BusImplementation, busImplementation, busReachable} from '../dbus/bus-calls.js'
+import {type BusImplementation, busReachable} from '../dbus/bus-calls.js'
 import {HelperError} from '../errors.js'
-import {polkitActive, polkitInstalled, polkitVersion} from '../polkit/polkit.js'
-import {isEnabled} from '../systemd/systemctl.js'
+import {POLKIT_UNIT, polkitVersion} from '../polkit/polkit.js'
+import {showUnits} from '../systemd/systemctl.js'
 import {sysextVersion} from '../systemd/sysext.js'
 
 export interface HostProbe {
@@ -24,8 +24,9 @@ function selinuxMode(): HostProbe['selinux'] {
   return readFileSync('/sys/fs/selinux/enforce', 'utf8').trim() === '1' ? 'enforcing' : 'permissive'
 }
 
-export async function probeHost(): Promise<HostProbe> {
-  const [systemdVersion, reachable, implementation, installed, active, version, sysextServiceEnabled] = await Promise.all([
+/** Probes the host with three processes run together; `polkitVersion` adds a fourth (doctor). */
+export async function probeHost(options: {polkitVersion?: boolean} = {}): Promise<HostProbe> {
+  const [systemdVersion, reachable, [dbus, polkit, sysext], version] = await Promise.all([
     sysextVersion().catch((error: unknown) => {
       throw new HelperError('SYSEXT_MISSING', `systemd-sysext is not usable on this host: ${(error as Error).message}`, {
         step: 'preflight',
@@ -34,19 +35,17 @@ export async function probeHost(): Promise<HostProbe> {
       })
     }),
     busReachable(),
-    busImplementation().catch((): BusImplementation => 'unknown'),
-    polkitInstalled(),
-    polkitActive().catch(() => false),
-    polkitVersion(),
-    isEnabled('systemd-sysext.service').catch(() => 'unknown'),
+    showUnits(['dbus.service', POLKIT_UNIT, 'systemd-sysext.service'], ['Id', 'LoadState', 'ActiveState', 'UnitFileState']),
+    options.polkitVersion ? polkitVersion() : Promise.resolve(undefined),
   ])
   return {
     root: process.getuid?.() === 0,
     systemdVersion,
-    bus: {reachable, implementation},
-    polkit: {installed, active, version},
+    bus: {reachable, implementation: dbus.Id?.startsWith('dbus-broker') ? 'dbus-broker' : dbus.Id === 'dbus.service' ? 'dbus-daemon' : 'unknown'},
+    // polkit is usually bus-activated: installed (unit loaded) but not running until first used.
+    polkit: {installed: polkit.LoadState === 'loaded', active: polkit.ActiveState === 'active', version},
     selinux: selinuxMode(),
-    sysextServiceEnabled,
+    sysextServiceEnabled: sysext.UnitFileState || 'unknown',
     mutableSupported: systemdVersion >= 256,
   }
 }

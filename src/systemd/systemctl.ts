@@ -10,19 +10,21 @@ export async function isActive(unit: string): Promise<boolean> {
   return stdout.trim() === 'active' || stdout.trim() === 'reloading'
 }
 
-export async function isEnabled(unit: string): Promise<string> {
-  const {stdout} = await run('systemctl', ['is-enabled', unit], {okCodes: [0, 1, 2, 3, 4]})
-  return stdout.trim() || 'unknown'
+export async function show(unit: string, properties: string[]): Promise<Record<string, string>> {
+  return (await showUnits([unit], properties))[0]
 }
 
-export async function show(unit: string, properties: string[]): Promise<Record<string, string>> {
-  const {stdout} = await run('systemctl', ['show', unit, ...properties.map((p) => `--property=${p}`)])
-  const out: Record<string, string> = {}
-  for (const line of stdout.split('\n')) {
-    const eq = line.indexOf('=')
-    if (eq > 0) out[line.slice(0, eq)] = line.slice(eq + 1)
-  }
-  return out
+/** Properties of several units from one systemctl call (its output is one block per unit, in order). */
+export async function showUnits(units: string[], properties: string[]): Promise<Array<Record<string, string>>> {
+  const {stdout} = await run('systemctl', ['show', ...units, ...properties.map((p) => `--property=${p}`)])
+  return stdout.split(/\n\n/).map((block) => {
+    const out: Record<string, string> = {}
+    for (const line of block.split('\n')) {
+      const eq = line.indexOf('=')
+      if (eq > 0) out[line.slice(0, eq)] = line.slice(eq + 1)
+    }
+    return out
+  })
 }
 
 /** Stops units and waits for them (systemctl stop blocks until the job finishes). */
