@@ -13,6 +13,9 @@ export const green = (text: string): string => paint('32', text)
 
 export function renderError(error: HelperError): string {
   let out = `Error: ${error.message}\n`
+  // Validation findings that refused an install: show them, not just their count.
+  const findings = (error.data?.findings ?? []) as Finding[]
+  for (const f of findings) out += `  ${f.file}: ${f.message} [${f.rule}]\n    Hint: ${f.hint}\n`
   if (error.hint) out += `Hint: ${error.hint}\n`
   return out
 }

@@ -42,7 +42,8 @@ describe('actionIdProblem', () => {
   })
   test('rejects ids without a dot, with other characters, or a leading/trailing dot', () => {
     assert.match(actionIdProblem('configure') ?? '', /no '\.'/)
-    assert.match(actionIdProblem('org.example.do_thing') ?? '', /characters other than/)
+    assert.match(actionIdProblem('org.example.do thing') ?? '', /characters other than/)
+    assert.equal(actionIdProblem('io.github.sysext_helper.monitor'), undefined)
     assert.match(actionIdProblem('org.example.') ?? '', /starts or ends with '\.'/)
     assert.match(actionIdProblem('.org.example') ?? '', /starts or ends with '\.'/)
     assert.match(actionIdProblem('') ?? '', /empty/)

@@ -15,7 +15,8 @@ const AUTH_VALUES = ['no', 'yes', 'auth_self', 'auth_admin', 'auth_self_keep', '
 /** Why `id` is not a polkit action id, or undefined when it is one. */
 export function actionIdProblem(id: string): string | undefined {
   if (id === '') return 'is empty'
-  if (!/^[A-Za-z0-9.-]+$/.test(id)) return 'has characters other than letters, digits, \'.\' and \'-\''
+  // polkitd 122 and 126 accept '_' (checked with pkaction/pkcheck on the test hosts), as in io.github.foo_bar.
+  if (!/^[A-Za-z0-9._-]+$/.test(id)) return 'has characters other than letters, digits, \'.\', \'_\' and \'-\''
   if (!id.includes('.')) return "has no '.'; action ids are reverse-DNS names such as org.example.App1.do-thing"
   if (id.startsWith('.') || id.endsWith('.')) return "starts or ends with '.'"
   return undefined
@@ -29,7 +30,7 @@ function checkActions(file: string, root: XmlElement, seen: Map<string, string>)
     const problem = id === undefined ? 'is missing' : actionIdProblem(id)
     if (problem) {
       findings.push(error('polkit-action-id-invalid', file, `Line ${action.line}: <action id="${id ?? ''}">: the id ${problem}.`,
-        'Use a reverse-DNS id of letters, digits, \'.\' and \'-\' that starts with the app\'s bus name, e.g. org.example.App1.configure.'))
+        'Use a reverse-DNS id of letters, digits, \'.\', \'_\' and \'-\' that starts with the app\'s bus name, e.g. org.example.App1.configure.'))
       continue
     }
     const where = `${file}:${action.line}`
