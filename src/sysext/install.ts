@@ -337,7 +337,7 @@ export async function install(target: string, options: InstallOptions, emit: Emi
   try {
     const state = session?.state ?? readState(paths)
     const {validated, plan} = await validateAndPlan(target, options, state, paths, targetKind, emit, steps)
-    const warnings = [...plan.warnings.map((f) => ({message: `${f.file}: ${f.message}`, hint: f.hint})), ...(probe ? probeWarnings(probe, targetKind) : [])]
+    const warnings = [...plan.warnings.map((f) => ({message: f.message.startsWith(f.file) ? f.message : `${f.file}: ${f.message}`, hint: f.hint})), ...(probe ? probeWarnings(probe, targetKind) : [])]
     for (const w of warnings) emit({type: 'warning', ...w})
     const result: InstallResult = {
       name: plan.name, action: plan.action, dryRun: options.dryRun === true, target: plan.target, link: plan.link,
