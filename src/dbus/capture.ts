@@ -1,0 +1,239 @@
+/**
+ * The capture engine: a monitor connection whose messages are framed (never
+ * parsed) and written as pcap to an output fd, through a bounded buffer, with
+ * explicit stop conditions and a summary. Usable in-process by the CLI and by
+ * the helper service.
+ */
+import {HelperError} from '../errors.js'
+import {BusConnection, DBusCallError} from './connection.js'
+import {PCAP_RECORD_HEADER_LENGTH, pcapHeader, writeRecordHeader} from './pcap.js'
+import {OutputSink} from './sink.js'
+
+export type StopReason =
+  | 'reader-gone' // the output's reader went away
+  | 'duration' // the duration limit was reached
+  | 'max-bytes' // the size limit was reached
+  | 'stopped' // the caller asked (AbortSignal)
+  | 'signal' // SIGINT/SIGTERM (the CLI aborts with this reason)
+  | 'bus-disconnected' // the bus closed the monitor connection
+  | 'overflow' // the output could not keep up and the policy is 'abort'
+  | 'output-error' // writing failed for another reason
+
+export type OverflowPolicy = 'drop' | 'abort'
+
+export interface CaptureOptions {
+  /** Bus address (unix:path=... or unix:abstract=...). */
+  address: string
+  /** The output fd; the capture owns it and closes it at the end. */
+  outputFd: number
+  /** Match rules for BecomeMonitor; empty = everything. */
+  matchRules?: string[]
+  /** Stop after this many ms. */
+  durationMs?: number
+  /** Stop before the output (header included) would exceed this many bytes. */
+  maxBytes?: number
+  /** Seed the capture with ListNames/GetNameOwner replies (default true). */
+  initialState?: boolean
+  /** Most bytes waiting for the output before the overflow policy applies (default 16 MiB). */
+  bufferBytes?: number
+  /** What to do when the buffer is full: drop messages (counted) or stop (default 'drop'). */
+  overflow?: OverflowPolicy
+  /** Abort to stop; a StopReason as the abort reason is reported as such. */
+  signal?: AbortSignal
+  /** Called once the monitor is active and the header is written. */
+  onStarted?: () => void
+}
+
+export interface CaptureSummary {
+  /** Messages written to the output. */
+  messages: number
+  /** Bytes written to the output, pcap header and record headers included. */
+  bytes: number
+  /** Messages dropped because the output could not keep up. */
+  dropped: number
+  droppedBytes: number
+  /** Unix fds that came with captured messages (closed at once). */
+  fdsClosed: number
+  /** Well-known names whose owner was asked for the initial state. */
+  initialStateNames: number
+  reason: StopReason
+  /** Whether everything accepted reached the output before it was closed. */
+  flushed: boolean
+  durationMs: number
+}
+
+const DEFAULT_BUFFER = 16 * 1024 * 1024
+/** Messages smaller than this are copied next to their record header; larger ones are written in place. */
+const COPY_BELOW = 2048
+const FLUSH_TIMEOUT_MS = 2000
+const STOP_REASONS = new Set<string>(['reader-gone', 'duration', 'max-bytes', 'stopped', 'signal', 'bus-disconnected', 'overflow', 'output-error'])
+
+/** Maps a BecomeMonitor failure to a user-facing error. */
+function monitorError(err: unknown, address: string): HelperError {
+  if (err instanceof DBusCallError && err.errorName === 'org.freedesktop.DBus.Error.AccessDenied') {
+    return new HelperError('CAPTURE_NOT_ALLOWED', `The bus at '${address}' does not allow uid ${process.getuid?.()} to monitor it.`, {
+      hint: 'Monitoring the system bus needs root; run as root, or use the helper service (sysext-helper capture --system as a normal user).',
+      step: 'monitor',
+      exit: 127,
+      cause: err,
+    })
+  }
+  const detail = err instanceof DBusCallError ? `${err.errorName}: ${err.message}` : (err as Error).message
+  return new HelperError('CAPTURE_MONITOR_FAILED', `BecomeMonitor failed on '${address}': ${detail}.`, {step: 'monitor', cause: err})
+}
+
+/**
+ * Captures until a stop condition and resolves with the summary. Rejects
+ * (HelperError) only when the capture could not start; the output fd is
+ * closed in every case.
+ */
+export async function capture(options: CaptureOptions): Promise<CaptureSummary> {
+  const started = Date.now()
+  const sink = OutputSink.open(options.outputFd)
+  let monitor: BusConnection
+  try {
+    monitor = await BusConnection.open(options.address, {unixFd: true})
+  } catch (err) {
+    await sink.close(0)
+    throw err
+  }
+
+  const limit = options.bufferBytes ?? DEFAULT_BUFFER
+  const maxBytes = options.maxBytes ?? Infinity
+  const policy = options.overflow ?? 'drop'
+  const summary: CaptureSummary = {
+    messages: 0, bytes: 0, dropped: 0, droppedBytes: 0, fdsClosed: 0, initialStateNames: 0,
+    reason: 'stopped', flushed: true, durationMs: 0,
+  }
+
+  let stopReason: StopReason | null = null
+  let wake: (() => void) | null = null
+  const stop = (reason: StopReason): void => {
+    if (stopReason) return
+    stopReason = reason
+    monitor.close() // stop reading from the bus at once
+    wake?.()
+  }
+
+  // The header goes out only once the monitor is active, as dbus-monitor does:
+  // at the latest when the BecomeMonitor reply is handled, and before any
+  // frame that came in the same read as the reply.
+  let headerWritten = false
+  const writeHeader = (): void => {
+    if (headerWritten) return
+    headerWritten = true
+    const header = pcapHeader()
+    sink.write([header])
+    summary.bytes += header.length
+  }
+
+  const onFrames = (frames: Buffer[], receivedAt: number): void => {
+    if (stopReason) return
+    writeHeader()
+    // Record headers and small messages are copied into one buffer; large
+    // messages are written from the receive buffer itself (writev), uncopied.
+    let metaSize = 0
+    for (const f of frames) metaSize += PCAP_RECORD_HEADER_LENGTH + (f.length < COPY_BELOW ? f.length : 0)
+    const meta = Buffer.allocUnsafe(metaSize)
+    const parts: Buffer[] = []
+    let at = 0
+    let runStart = 0
+    let pending = sink.pendingBytes
+    for (const f of frames) {
+      const rec = PCAP_RECORD_HEADER_LENGTH + f.length
+      if (summary.bytes + rec > maxBytes) {
+        stop('max-bytes')
+        break
+      }
+      if (pending + rec > limit) {
+        if (policy === 'abort') {
+          stop('overflow')
+          break
+        }
+        summary.dropped++
+        summary.droppedBytes += f.length
+        continue
+      }
+      writeRecordHeader(meta, at, receivedAt, f.length)
+      at += PCAP_RECORD_HEADER_LENGTH
+      if (f.length < COPY_BELOW) {
+        f.copy(meta, at)
+        at += f.length
+      } else {
+        parts.push(meta.subarray(runStart, at), f)
+        runStart = at
+      }
+      pending += rec
+      summary.messages++
+      summary.bytes += rec
+    }
+    if (at > runStart) parts.push(meta.subarray(runStart, at))
+    if (parts.length > 0) sink.write(parts)
+  }
+
+  try {
+    await monitor.becomeMonitor(options.matchRules ?? [], onFrames)
+  } catch (err) {
+    monitor.close()
+    await sink.close(0)
+    throw monitorError(err, options.address)
+  }
+
+  writeHeader()
+
+  sink.onEnd((end) => stop(end.kind === 'reader-gone' ? 'reader-gone' : 'output-error'))
+  monitor.onClose(() => stop('bus-disconnected'))
+  const timer = options.durationMs !== undefined ? setTimeout(() => stop('duration'), options.durationMs) : undefined
+  const onAbort = (): void => {
+    const r = options.signal?.reason
+    stop(typeof r === 'string' && STOP_REASONS.has(r) ? (r as StopReason) : 'stopped')
+  }
+  if (options.signal?.aborted) onAbort()
+  else options.signal?.addEventListener('abort', onAbort, {once: true})
+  options.onStarted?.()
+
+  if (options.initialState !== false && !stopReason) {
+    summary.initialStateNames = await seedInitialState(options.address).catch(() => 0)
+  }
+
+  if (!stopReason) await new Promise<void>((resolve) => (wake = resolve))
+  clearTimeout(timer)
+  options.signal?.removeEventListener('abort', onAbort)
+  summary.reason = stopReason!
+  summary.fdsClosed = monitor.fdsClosed
+  summary.flushed = await sink.close(stopReason === 'reader-gone' ? 0 : FLUSH_TIMEOUT_MS)
+  summary.durationMs = Date.now() - started
+  return summary
+}
+
+/**
+ * Bustle's trick: from a second, ordinary connection, ask for ListNames and
+ * the owner of every well-known name, so the replies are in the capture.
+ * Returns how many names were asked about.
+ */
+async function seedInitialState(address: string): Promise<number> {
+  const conn = await BusConnection.open(address, {timeoutMs: 5000})
+  try {
+    const list = await conn.callDriver('ListNames')
+    const names = (Array.isArray(list.body[0]) ? list.body[0] : []).filter((n) => !n.startsWith(':'))
+    await Promise.all(names.map((name) => conn.callDriver('GetNameOwner', 's', [name]).catch(() => undefined)))
+    return names.length
+  } finally {
+    conn.close()
+  }
+}
+
+/** An AbortController aborted with reason 'signal' on SIGINT/SIGTERM, and a function to detach it. */
+export function abortOnSignals(): {signal: AbortSignal; dispose: () => void} {
+  const controller = new AbortController()
+  const handler = (): void => controller.abort('signal')
+  process.on('SIGINT', handler)
+  process.on('SIGTERM', handler)
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      process.off('SIGINT', handler)
+      process.off('SIGTERM', handler)
+    },
+  }
+}

@@ -1,0 +1,288 @@
+/**
+ * Where captured bytes go: a file descriptor (file, pipe, FIFO or socket)
+ * written without ever blocking the event loop, with the number of bytes not
+ * yet written exposed so the capture can bound it, and prompt notice when
+ * the reader goes away (POLLERR on a pipe, EOF on a socket), not only at the
+ * next write.
+ */
+import {close as closeFd, closeSync, constants, fstatSync, openSync, writev as writevFd, writevSync} from 'node:fs'
+import {Socket} from 'node:net'
+import {USocket} from './usocket-safe.js'
+
+/** Most buffers per writev(2) call (IOV_MAX on Linux). */
+const IOV_MAX = 1024
+
+/** Drops the first `n` bytes from the front of `queue` (in place). */
+function consume(queue: Buffer[], n: number): void {
+  while (n > 0 && queue.length > 0) {
+    const head = queue[0]
+    if (head.length <= n) {
+      n -= head.length
+      queue.shift()
+    } else {
+      queue[0] = head.subarray(n)
+      n = 0
+    }
+  }
+}
+
+export type SinkEnd = {kind: 'reader-gone'} | {kind: 'error'; error: Error}
+
+const GONE = new Set(['EPIPE', 'ECONNRESET', 'ENOTCONN', 'ESHUTDOWN'])
+
+export abstract class OutputSink {
+  private endListener: ((end: SinkEnd) => void) | null = null
+  protected ended: SinkEnd | null = null
+
+  /** Opens a sink on `fd`; the sink owns the fd from now on and closes it (except 0-2). */
+  static open(fd: number): OutputSink {
+    const st = fstatSync(fd)
+    if (st.isFIFO()) return new PipeSink(fd)
+    if (st.isSocket()) return new StreamSink(fd)
+    return new FileSink(fd)
+  }
+
+  /** Queues `parts` in order (written with writev: no copy into one buffer). */
+  abstract write(parts: Buffer[]): void
+  /** Bytes accepted but not yet written to the fd. */
+  abstract get pendingBytes(): number
+  /** Waits up to `timeoutMs` for pending bytes to be written, then closes. Returns whether all were written. */
+  abstract close(timeoutMs: number): Promise<boolean>
+
+  /** Called once, when the reader goes away or a write fails. */
+  onEnd(listener: (end: SinkEnd) => void): void {
+    this.endListener = listener
+    if (this.ended) listener(this.ended)
+  }
+
+  protected end(end: SinkEnd): void {
+    if (this.ended) return
+    this.ended = end
+    this.endListener?.(end)
+  }
+
+  protected fail(err: NodeJS.ErrnoException): void {
+    this.end(err.code && GONE.has(err.code) ? {kind: 'reader-gone'} : {kind: 'error', error: err})
+  }
+}
+
+/** A socket: non-blocking writes through libuv; EOF from the reader means it closed its end. */
+class StreamSink extends OutputSink {
+  private readonly socket: Socket
+
+  constructor(fd: number) {
+    super()
+    this.socket = new Socket({fd, readable: true, writable: true, allowHalfOpen: true})
+    this.socket.on('error', (err: NodeJS.ErrnoException) => this.fail(err))
+    this.socket.on('data', () => {})
+    this.socket.on('end', () => this.end({kind: 'reader-gone'}))
+  }
+
+  write(parts: Buffer[]): void {
+    if (this.ended || this.socket.destroyed) return
+    this.socket.cork()
+    for (const p of parts) this.socket.write(p)
+    this.socket.uncork()
+  }
+
+  get pendingBytes(): number {
+    return this.socket.writableLength
+  }
+
+  async close(timeoutMs: number): Promise<boolean> {
+    let flushed = this.socket.writableLength === 0
+    if (!flushed && !this.ended && !this.socket.destroyed) {
+      flushed = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), timeoutMs)
+        this.socket.once('drain', () => {
+          clearTimeout(timer)
+          resolve(true)
+        })
+        this.socket.once('close', () => {
+          clearTimeout(timer)
+          resolve(this.socket.writableLength === 0)
+        })
+      })
+    }
+    this.socket.destroy()
+    return flushed && !this.ended
+  }
+}
+
+/**
+ * A pipe or FIFO. Its write end reports POLLERR once no reader is left, but
+ * libuv only polls a pipe while a write is pending; so the fd is polled for
+ * errors all the time (usocket's uv_poll, which also makes it non-blocking)
+ * and written with non-blocking write(2) calls, retried on a short timer
+ * while the pipe is full. A stalled reader therefore never blocks a thread.
+ *
+ * Standard output (fd 1) is reopened through /proc first, so that fd 1
+ * itself stays open and blocking for whoever shares it.
+ */
+class PipeSink extends OutputSink {
+  private readonly fd: number
+  private readonly watcher: USocket
+  private queue: Buffer[] = []
+  private queued = 0
+  private retry: NodeJS.Timeout | undefined
+  private closed = false
+  private drained: (() => void) | null = null
+
+  constructor(fd: number) {
+    super()
+    let own = fd
+    if (fd <= 2) {
+      try {
+        own = openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY)
+      } catch (err) {
+        // ENXIO: a FIFO with no reader left; otherwise use fd itself.
+        if ((err as NodeJS.ErrnoException).code === 'ENXIO') queueMicrotask(() => this.end({kind: 'reader-gone'}))
+      }
+    }
+    this.fd = own
+    this.watcher = new USocket({fd: own})
+    this.watcher.on('error', () => {
+      // POLLERR on a write end: the last reader is gone. usocket has closed the fd.
+      this.closed = true
+      clearTimeout(this.retry)
+      this.end({kind: 'reader-gone'})
+      this.drained?.()
+    })
+    this.watcher.resume()
+  }
+
+  write(parts: Buffer[]): void {
+    if (this.ended || this.closed) return
+    for (const p of parts) {
+      this.queue.push(p)
+      this.queued += p.length
+    }
+    if (this.retry === undefined) this.flush()
+  }
+
+  private flush(): void {
+    this.retry = undefined
+    while (this.queue.length > 0 && !this.ended && !this.closed) {
+      const batch = this.queue.length <= IOV_MAX ? this.queue : this.queue.slice(0, IOV_MAX)
+      let n: number
+      try {
+        n = writevSync(this.fd, batch)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') {
+          this.retry = setTimeout(() => this.flush(), 10)
+          return
+        }
+        this.fail(err as NodeJS.ErrnoException)
+        this.drained?.()
+        return
+      }
+      this.queued -= n
+      consume(this.queue, n)
+    }
+    if (this.queue.length === 0) this.drained?.()
+  }
+
+  get pendingBytes(): number {
+    return this.queued
+  }
+
+  async close(timeoutMs: number): Promise<boolean> {
+    if (this.queued > 0 && !this.ended && !this.closed) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs)
+        this.drained = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+    }
+    clearTimeout(this.retry)
+    const flushed = this.queued === 0 && !this.ended
+    if (!this.closed) {
+      this.closed = true
+      this.watcher.destroy() // closes the fd
+    }
+    return flushed
+  }
+}
+
+/** A regular file or a device: one async write in flight, the rest queued. */
+class FileSink extends OutputSink {
+  private queue: Buffer[] = []
+  private queued = 0
+  private inFlight = 0
+  private closing = false
+  private idle: (() => void) | null = null
+
+  constructor(private readonly fd: number) {
+    super()
+  }
+
+  write(parts: Buffer[]): void {
+    if (this.ended || this.closing) return
+    for (const p of parts) {
+      this.queue.push(p)
+      this.queued += p.length
+    }
+    if (this.inFlight === 0) this.next()
+  }
+
+  private next(): void {
+    if (this.queue.length === 0 || this.ended) {
+      this.idle?.()
+      return
+    }
+    const batch = this.queue.splice(0, IOV_MAX)
+    let size = 0
+    for (const b of batch) size += b.length
+    this.queued -= size
+    this.inFlight = size
+    writevFd(this.fd, batch, null, (err, n) => {
+      if (err) {
+        this.inFlight = 0
+        this.fail(err)
+        this.idle?.()
+        return
+      }
+      if (n < size) {
+        // Short write: put the rest back in front.
+        consume(batch, n)
+        this.queue.unshift(...batch)
+        this.queued += size - n
+      }
+      this.inFlight = 0
+      this.next()
+    })
+  }
+
+  get pendingBytes(): number {
+    return this.queued + this.inFlight
+  }
+
+  async close(timeoutMs: number): Promise<boolean> {
+    this.closing = true
+    if (this.pendingBytes > 0 && !this.ended) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs)
+        this.idle = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+    }
+    const flushed = this.pendingBytes === 0 && !this.ended
+    // Standard output stays open (as libuv does for pipes): the CLI framework may still write to it.
+    if (this.fd <= 2) return flushed
+    if (this.inFlight === 0) {
+      try {
+        closeSync(this.fd)
+      } catch {
+        // already closed
+      }
+    } else {
+      // A write is still running in the pool; close when it returns.
+      this.idle = () => closeFd(this.fd, () => {})
+    }
+    return flushed
+  }
+}

@@ -1,0 +1,74 @@
+/**
+ * The monitor helper on real booted hosts, installed from the self-contained
+ * extension (no Node on the host): a user granted the action by a polkit rule
+ * captures the system bus, including other users' traffic; a user without the
+ * grant gets exit 127 and no data.
+ */
+import assert from 'node:assert/strict'
+import {execFileSync} from 'node:child_process'
+import {mkdtempSync, rmSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {after, before, describe, test} from 'node:test'
+import {FLAVORS, type Host, REPO_ROOT, TESTER, bootHost, canRunE2e, ensureRoots} from './lib/hosts.js'
+
+const GUEST_EXT = '/srv/sysext-helper-extension'
+const ACTION = 'io.github.sysext-helper.monitor'
+const PCAP_MAGIC = 'd4c3b2a1'
+
+const e2e = canRunE2e()
+if (!e2e.ok) throw new Error(`e2e tests cannot run here: ${e2e.reason}`)
+await ensureRoots()
+
+const buildDir = mkdtempSync(join(tmpdir(), 'sysext-helper-ext-'))
+execFileSync(process.execPath, [join(REPO_ROOT, 'dist/scripts/build-extension.js'), '--out', join(buildDir, 'tree')], {stdio: 'inherit'})
+process.once('exit', () => rmSync(buildDir, {recursive: true, force: true}))
+
+for (const flavor of FLAVORS) {
+  describe(`capture through the monitor helper on ${flavor}`, {concurrency: false}, () => {
+    let host: Host
+    before(async () => {
+      host = await bootHost(flavor, {noNode: true})
+      execFileSync('cp', ['-a', join(buildDir, 'tree'), join(host.root, GUEST_EXT)])
+      const r = await host.exec(`${GUEST_EXT}/usr/lib/sysext-helper/node`, [`${GUEST_EXT}/usr/lib/sysext-helper/cli.js`, 'install', GUEST_EXT, '--name', 'sysext-helper'], {timeout: 180_000})
+      assert.equal(r.exitCode, 0, r.stderr + r.stdout)
+      await host.execOk('sh', ['-c', [
+        'useradd --create-home --uid 1001 --user-group --shell /bin/bash other',
+        'mkdir -p /etc/polkit-1/rules.d',
+        `printf '%s\\n' 'polkit.addRule(function (action, subject) {' '  if (action.id == "${ACTION}" && subject.user == "${TESTER.name}") return polkit.Result.YES;' '});' > /etc/polkit-1/rules.d/50-sysext-helper-test.rules`,
+        'systemctl try-restart polkit.service',
+      ].join(' && ')])
+    })
+    after(async () => {
+      await host?.stop()
+    })
+
+    test('the helper service is installed and activatable', async () => {
+      assert.equal((await host.exec('pkaction', ['--action-id', ACTION])).exitCode, 0)
+      const ping = await host.exec('busctl', ['call', 'io.github.sysext_helper.Monitor1', '/', 'org.freedesktop.DBus.Peer', 'Ping'])
+      assert.equal(ping.exitCode, 0, ping.stderr)
+    })
+
+    test("a granted user captures the system bus, including another user's messages", async () => {
+      const capture = host.exec('/usr/bin/sysext-helper', ['capture', '--system', '--output', '/tmp/capture.pcap', '--duration', '4', '--json'], {user: TESTER.name, timeout: 60_000})
+      // Traffic from root while the capture runs: a signal with a marker in its body.
+      await host.sh('sleep 1.5; for i in 1 2 3; do busctl emit /org/example/E2e org.example.E2e Marker s e2e-marker-from-root; sleep 0.2; done')
+      const r = await capture
+      assert.equal(r.exitCode, 0, r.stderr + r.stdout)
+      const header = (await host.execOk('sh', ['-c', 'head -c 4 /tmp/capture.pcap | od -An -tx1 | tr -d " \\n"'])).stdout
+      assert.equal(header, PCAP_MAGIC)
+      const markers = Number((await host.execOk('sh', ['-c', 'grep -a -o e2e-marker-from-root /tmp/capture.pcap | wc -l'])).stdout.trim())
+      assert.equal(markers, 3)
+      const summary = JSON.parse(r.stdout)
+      assert.ok(summary.messages >= 3, JSON.stringify(summary))
+    })
+
+    test('a user without the grant gets exit 127 and no data', async () => {
+      const r = await host.exec('/usr/bin/sysext-helper', ['capture', '--system', '--output', '/tmp/denied.pcap', '--duration', '2'], {user: 'other', timeout: 60_000})
+      assert.equal(r.exitCode, 127, r.stderr + r.stdout)
+      assert.match(r.stderr, /not authorized|Not authorized|AccessDenied/i)
+      const size = (await host.sh('stat -c %s /tmp/denied.pcap 2>/dev/null || echo absent')).stdout.trim()
+      assert.ok(size === 'absent' || size === '0', `no data for a denied user, got ${size}`)
+    })
+  })
+}
