@@ -5,12 +5,9 @@
  * grant gets exit 127 and no data.
  */
 import assert from 'node:assert/strict'
-import {execFileSync} from 'node:child_process'
-import {mkdtempSync, rmSync} from 'node:fs'
-import {tmpdir} from 'node:os'
-import {join} from 'node:path'
 import {after, before, describe, test} from 'node:test'
-import {FLAVORS, type Host, REPO_ROOT, TESTER, bootHost, canRunE2e, ensureRoots} from './lib/hosts.js'
+import {FLAVORS, type Host, TESTER, bootHost, canRunE2e, ensureRoots} from './lib/hosts.js'
+import {builtExtension, copyExtensionInto} from './lib/extension.js'
 
 const GUEST_EXT = '/srv/sysext-helper-extension'
 const ACTION = 'io.github.sysext-helper.monitor'
@@ -20,16 +17,14 @@ const e2e = canRunE2e()
 if (!e2e.ok) throw new Error(`e2e tests cannot run here: ${e2e.reason}`)
 await ensureRoots()
 
-const buildDir = mkdtempSync(join(tmpdir(), 'sysext-helper-ext-'))
-execFileSync(process.execPath, [join(REPO_ROOT, 'dist/scripts/build-extension.js'), '--out', join(buildDir, 'tree')], {stdio: 'inherit'})
-process.once('exit', () => rmSync(buildDir, {recursive: true, force: true}))
+builtExtension()
 
 for (const flavor of FLAVORS) {
   describe(`capture through the monitor helper on ${flavor}`, {concurrency: false}, () => {
     let host: Host
     before(async () => {
       host = await bootHost(flavor, {noNode: true})
-      execFileSync('cp', ['-a', join(buildDir, 'tree'), join(host.root, GUEST_EXT)])
+      copyExtensionInto(host, GUEST_EXT)
       const r = await host.exec(`${GUEST_EXT}/usr/lib/sysext-helper/node`, [`${GUEST_EXT}/usr/lib/sysext-helper/cli.js`, 'install', GUEST_EXT, '--name', 'sysext-helper'], {timeout: 180_000})
       assert.equal(r.exitCode, 0, r.stderr + r.stdout)
       await host.execOk('sh', ['-c', [

@@ -5,12 +5,9 @@
  * Sysprof's has none), and the trigger driving sync on install, update, uninstall.
  */
 import assert from 'node:assert/strict'
-import {execFileSync} from 'node:child_process'
-import {mkdtempSync, rmSync} from 'node:fs'
-import {tmpdir} from 'node:os'
-import {join} from 'node:path'
 import {after, before, describe, test} from 'node:test'
 import {FLAVORS, type Host, REPO_ROOT, TESTER, bootHost, canRunE2e, ensureRoots, fixturePath} from './lib/hosts.js'
+import {builtExtension, copyExtensionInto} from './lib/extension.js'
 
 const APP = 'org.sysexthelper.App'
 const BUS_NAME = 'org.sysexthelper.Test1'
@@ -23,9 +20,7 @@ if (!e2e.ok) throw new Error(`e2e tests cannot run here: ${e2e.reason}`)
 await ensureRoots()
 
 // The self-contained extension, built once for both hosts.
-const buildDir = mkdtempSync(join(tmpdir(), 'sysext-helper-ext-'))
-execFileSync(process.execPath, [join(REPO_ROOT, 'dist/scripts/build-extension.js'), '--out', join(buildDir, 'tree')], {stdio: 'inherit'})
-process.once('exit', () => rmSync(buildDir, {recursive: true, force: true}))
+builtExtension()
 
 /** Polls `probe` every 250 ms until it returns true or `seconds` pass. */
 async function eventually(seconds: number, probe: () => Promise<boolean>): Promise<boolean> {
@@ -54,7 +49,7 @@ for (const flavor of FLAVORS) {
     let host: Host
     before(async () => {
       host = await bootHost(flavor, {noNode: true})
-      execFileSync('cp', ['-a', join(buildDir, 'tree'), join(host.root, GUEST_EXT)])
+      copyExtensionInto(host, GUEST_EXT)
     })
     after(async () => {
       await host?.stop()

@@ -6,24 +6,18 @@
  */
 import assert from 'node:assert/strict'
 import {spawnSync} from 'node:child_process'
-import {mkdtempSync, readFileSync, rmSync} from 'node:fs'
-import {tmpdir} from 'node:os'
+import {readFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {after, before, describe, test} from 'node:test'
 import {FLAVORS, type Host, REPO_ROOT, bootHost, canRunE2e, ensureRoots} from './lib/hosts.js'
+import {builtExtension, copyExtensionInto} from './lib/extension.js'
 
 const e2e = canRunE2e()
 if (!e2e.ok) throw new Error(`e2e tests cannot run here: ${e2e.reason}`)
 
-// The tree under test is built here, from this checkout, into a scratch directory
-// (npm run test:e2e rebuilds dist/, which would remove dist/extension).
-const work = mkdtempSync(join(tmpdir(), 'sysext-helper-ext-e2e-'))
-process.once('exit', () => rmSync(work, {recursive: true, force: true}))
-const built = spawnSync(process.execPath, [join(REPO_ROOT, 'dist/scripts/build-extension.js'), '--out', join(work, 'extension')], {encoding: 'utf8'})
-if (built.status !== 0) throw new Error(`build-extension failed: ${built.stderr}`)
+builtExtension()
 await ensureRoots()
 
-const SRC = '/srv/ext-src'
 const TREE = '/srv/sysext-helper-ext'
 const NODE = `${TREE}/usr/lib/sysext-helper/node`
 const BUNDLE = `${TREE}/usr/lib/sysext-helper/cli.js`
@@ -37,9 +31,8 @@ for (const flavor of FLAVORS) {
       return {...r, json: r.stdout.trim() ? JSON.parse(r.stdout) : undefined}
     }
     before(async () => {
-      host = await bootHost(flavor, {noNode: true, bindRo: [`${join(work, 'extension')}:${SRC}`]})
-      // A root-owned copy on the guest's own filesystem.
-      await host.execOk('sh', ['-ec', `cp -a ${SRC} ${TREE}; chown -R 0:0 ${TREE}`])
+      host = await bootHost(flavor, {noNode: true})
+      copyExtensionInto(host, TREE)
     })
     after(async () => {
       await host?.stop()
