@@ -4,7 +4,7 @@
  * before the host is touched, so a run killed at any step can be undone by the
  * next one.
  */
-import {closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync} from 'node:fs'
+import {closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import {HelperError, fsError} from '../errors.js'
 import {writeFileAtomic} from './fs-atomic.js'
@@ -144,31 +144,50 @@ export async function acquireLock(paths: Paths, timeoutMs: number, onWait?: (hol
   const deadline = Date.now() + timeoutMs
   let told = false
   for (;;) {
+    // Written first, then hard-linked into place: the lock file never exists without its content.
+    const mine = `${paths.lockFile}.${process.pid}`
     try {
-      const fd = openSync(paths.lockFile, 'wx', 0o644)
+      const fd = openSync(mine, 'w', 0o644)
       writeSync(fd, me)
       closeSync(fd)
+      linkSync(mine, paths.lockFile)
       return {release: () => rmSync(paths.lockFile, {force: true})}
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError('LOCK_FAILED', 'Cannot create lock', paths.lockFile, error)
+    } finally {
+      rmSync(mine, {force: true})
     }
-    let holder: number | undefined
-    let holderStart: string | undefined
+    let content: string
     try {
-      const [pid, start] = readFileSync(paths.lockFile, 'utf8').trim().split(' ')
-      holder = Number(pid)
-      holderStart = start
+      content = readFileSync(paths.lockFile, 'utf8')
     } catch {
       continue // released between our open and read
     }
+    const [pid, holderStart] = content.trim().split(' ')
+    const holder = Number(pid)
     const alive = Number.isInteger(holder) && holder > 0 && processStart(holder) !== undefined && processStart(holder) === holderStart
     if (!alive) {
-      rmSync(paths.lockFile, {force: true})
+      // Take a dead holder's lock over by renaming it away: of several runs doing this at
+      // once only one rename succeeds, and a fresh lock renamed by mistake is put back.
+      const aside = `${paths.lockFile}.stale.${process.pid}`
+      try {
+        renameSync(paths.lockFile, aside)
+      } catch {
+        continue
+      }
+      if (readFileSync(aside, 'utf8') !== content) {
+        try {
+          linkSync(aside, paths.lockFile)
+        } catch {
+          // someone took the lock meanwhile; theirs stands
+        }
+      }
+      rmSync(aside, {force: true})
       continue
     }
     if (Date.now() > deadline)
       throw new HelperError('LOCKED', `Another sysext-helper run (pid ${holder}) holds ${paths.lockFile}.`, {
-        hint: 'Wait for it to finish, or raise --lock-timeout.',
+        hint: 'Wait for it to finish, then run this again.',
       })
     if (!told) onWait?.(holder)
     told = true

@@ -81,6 +81,19 @@ for (const flavor of FLAVORS) {
       assert.equal(JSON.parse(status.stdout).healthy, true)
     })
 
+    test('status exits 1 when the extension is no longer linked; install repairs it', async () => {
+      await host.execOk('sh', ['-c', `rm /var/lib/extensions/${TEST1} && systemd-sysext refresh`])
+      const status = await host.cli(['status', TEST1, '--json'])
+      assert.equal(status.exitCode, 1, status.stdout)
+      const report = JSON.parse(status.stdout)
+      assert.equal(report.healthy, false)
+      assert.equal(report.linkOk, false)
+      assert.ok(report.problems.some((p: string) => p.includes(`/var/lib/extensions/${TEST1} does not point to`)), JSON.stringify(report.problems))
+      const r = await installJson(host, [fixturePath('good'), '--name', TEST1])
+      assert.equal(r.exitCode, 0, r.stderr + r.stdout)
+      assert.equal((await host.cli(['status', TEST1])).exitCode, 0)
+    })
+
     test('a service that dies at start fails the install and leaves the host exactly as before', async () => {
       const before = await snapshot(host)
       const r = await installJson(host, [fixturePath('dies'), '--name', DIES1])
