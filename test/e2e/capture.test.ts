@@ -45,9 +45,12 @@ for (const flavor of FLAVORS) {
     })
 
     test("a granted user captures the system bus, including another user's messages", async () => {
-      const capture = host.exec('/usr/bin/sysext-helper', ['capture', '--system', '--output', '/tmp/capture.pcap', '--duration', '4', '--json'], {user: TESTER.name, timeout: 60_000})
-      // Traffic from root while the capture runs: a signal with a marker in its body.
-      await host.sh('sleep 1.5; for i in 1 2 3; do busctl emit /org/example/E2e org.example.E2e Marker s e2e-marker-from-root; sleep 0.2; done')
+      const capture = host.exec('/usr/bin/sysext-helper', ['capture', '--system', '--output', '/tmp/capture.pcap', '--duration', '6', '--json'], {user: TESTER.name, timeout: 60_000})
+      // The pcap header is written only once BecomeMonitor succeeded: wait for it, then send
+      // traffic from root (another user): a signal with a marker in its body, three times.
+      const started = await host.sh('for i in $(seq 400); do [ "$(stat -c %s /tmp/capture.pcap 2>/dev/null || echo 0)" -ge 24 ] && exit 0; sleep 0.05; done; exit 1')
+      assert.equal(started.exitCode, 0, 'the capture did not start within 20 s')
+      await host.sh('for i in 1 2 3; do busctl emit /org/example/E2e org.example.E2e Marker s e2e-marker-from-root; done')
       const r = await capture
       assert.equal(r.exitCode, 0, r.stderr + r.stdout)
       const header = (await host.execOk('sh', ['-c', 'head -c 4 /tmp/capture.pcap | od -An -tx1 | tr -d " \\n"'])).stdout
