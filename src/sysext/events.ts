@@ -24,7 +24,7 @@ export interface StepRecord {
 export async function step<T>(emit: Emit, log: StepRecord[], name: StepName, label: string, fn: () => Promise<T> | T, detail?: (value: T) => string | undefined): Promise<T> {
   // Fault injection for the e2e tests: die like `kill -9`, or hold still, when a step starts.
   if (process.env.SYSEXT_HELPER_CRASH_AT === name) process.kill(process.pid, 'SIGKILL')
-  if (process.env.SYSEXT_HELPER_PAUSE_AT === name) await new Promise((r) => setTimeout(r, 2000))
+  if (process.env.SYSEXT_HELPER_PAUSE_AT === name) await new Promise((r) => setTimeout(r, 3000))
   emit({type: 'step-start', step: name, label})
   const started = performance.now()
   try {
