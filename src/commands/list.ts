@@ -1,17 +1,13 @@
 import {BaseCommand} from '../cli/base-command.js'
-import {type ListedExtension, listExtensions} from '../sysext/install.js'
-import {DEFAULT_PATHS, readState} from '../sysext/state.js'
-import {computePlan} from '../sysext/sync.js'
-import {listImages} from '../systemd/sysext.js'
+import {type Listing, listExtensions} from '../sysext/inventory.js'
 
 export default class List extends BaseCommand {
   static summary = 'List managed extensions and the foreign ones systemd-sysext sees.'
   static examples = ['<%= config.bin %> list', '<%= config.bin %> list --json']
 
-  async run(): Promise<{extensions: ListedExtension[]; unapprovedApps: Array<{appId: string; installation: string}>}> {
+  async run(): Promise<Listing> {
     await this.parse(List)
-    const extensions = await listExtensions(undefined, await listImages().catch(() => []))
-    const unapprovedApps = computePlan({}, DEFAULT_PATHS, readState(DEFAULT_PATHS)).unapproved.map((a) => ({appId: a.appId, installation: a.installation.path}))
+    const {extensions, unapprovedApps} = await listExtensions()
     if (!this.jsonEnabled()) {
       if (extensions.length === 0) this.log('No system extensions.')
       for (const e of extensions)

@@ -1,6 +1,6 @@
 /** Adapter over polkit: is it running, reload it after actions changed, does it know an action. */
 import {run} from '../exec.js'
-import {isActive, reloadOrRestart} from '../systemd/systemctl.js'
+import {isActive, reloadOrRestart, show} from '../systemd/systemctl.js'
 
 export const POLKIT_UNIT = 'polkit.service'
 
@@ -10,8 +10,7 @@ export async function polkitActive(): Promise<boolean> {
 
 /** polkit is usually D-Bus activated: installed but not running until first used. */
 export async function polkitInstalled(): Promise<boolean> {
-  const {exitCode} = await run('systemctl', ['cat', POLKIT_UNIT], {okCodes: [0, 1]}).catch(() => ({exitCode: 1}))
-  return exitCode === 0
+  return (await show(POLKIT_UNIT, ['LoadState'])).LoadState === 'loaded'
 }
 
 export async function polkitVersion(): Promise<string | undefined> {

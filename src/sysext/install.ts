@@ -3,23 +3,19 @@
  * host). Every change is recorded as pending in the state before it starts, so
  * a failure is rolled back here and a crash is rolled back by the next run.
  */
-import {existsSync, mkdirSync, rmSync} from 'node:fs'
-import {join, resolve} from 'node:path'
+import {mkdirSync, rmSync} from 'node:fs'
 import {reloadConfig, ping, type PingFailure} from '../dbus/bus-calls.js'
 import {HelperError} from '../errors.js'
-import {actionKnown, polkitActive, polkitInstalled, reloadPolkit} from '../polkit/polkit.js'
+import {actionKnown, polkitActive, reloadPolkit} from '../polkit/polkit.js'
 import {daemonReload, isActive, stop} from '../systemd/systemctl.js'
 import {mergedExtensions, refresh} from '../systemd/sysext.js'
-import {type Declarations, contentHash, declarations} from './declarations.js'
+import type {Declarations} from './declarations.js'
 import {type Emit, type StepName, type StepRecord, step} from './events.js'
-import type {Finding} from './findings.js'
 import {symlinkAtomic} from './fs-atomic.js'
-import {type ImageEntry, imageEntries, unsafeAncestor} from './links.js'
+import {type InstallAction, type InstallPlan, planInstall} from './install-plan.js'
+import {imageEntries, unsafeAncestor} from './links.js'
 import {type HostProbe, probeHost, probeWarnings} from './preflight.js'
-import {type ReleasePlan, planRelease} from './release-writer.js'
 import {writeRelease} from './release-writer.js'
-import {parseRelease} from './os-release.js'
-import {releasePath} from './release.js'
 import {stageCopy} from './stage.js'
 import {
   DEFAULT_PATHS, type ExtensionSource, type Lock, type ManagedExtension, type Paths, type PendingChange, type State,
@@ -27,9 +23,6 @@ import {
 } from './state.js'
 import {type Validated, type ValidateOptions, validate} from './validate.js'
 import type {Tree} from './tree.js'
-
-/** Release findings that install cures by generating a release file in a staged copy. */
-const CURED_BY_STAGING = new Set(['release-missing'])
 
 export interface InstallOptions extends ValidateOptions {
   targetKind?: TargetKind
@@ -42,129 +35,6 @@ export interface InstallOptions extends ValidateOptions {
   timeoutS?: number
   lockTimeoutMs?: number
   paths?: Paths
-}
-
-export type InstallAction = 'install' | 'update' | 'repair' | 'unchanged'
-
-export interface InstallPlan {
-  name: string
-  action: InstallAction
-  source: ExtensionSource
-  target: TargetKind
-  link: string
-  /** 'in-place': the link points at the source tree; 'stage': at a copy under the state directory. */
-  mode: 'in-place' | 'stage'
-  /** Why the tree is staged rather than linked in place. */
-  stageReasons: string[]
-  linkTarget: string
-  /** Present when a new stage is created. */
-  newStage?: string
-  /** Present when install writes the release file (into the stage). */
-  release?: ReleasePlan
-  hash: string
-  declarations: Declarations
-  reloadManager: boolean
-  previous?: ManagedExtension
-  /** The entry at the link path before this run (null: none). */
-  previousLink: {link: string; target: string} | null
-  /** Links of this extension in other target directories, removed when it moves. */
-  staleLinks: Array<{link: string; target: string}>
-  warnings: Finding[]
-}
-
-export interface PlanInput {
-  validated: Validated
-  state: State
-  paths: Paths
-  targetKind: TargetKind
-  entries: ImageEntry[]
-  merged: string[]
-  /** unsafeAncestor() of the source tree. */
-  unsafe: string | undefined
-  forceStage?: boolean
-}
-
-/** Pure: decides what install will do, or throws why it must not. */
-export function planInstall(input: PlanInput): InstallPlan {
-  const {validated, state, paths, targetKind, entries, merged} = input
-  const {report, tree, host, target} = validated
-  const name = report.name
-  if (name === null)
-    throw new HelperError('INSTALL_NEEDS_NAME', `Cannot tell the extension name of '${report.path}'.`, {exit: 2, hint: 'Pass --name (for a Flatpak app: its app id).'})
-
-  const blocking = report.findings.filter((f) => f.severity === 'error' && !CURED_BY_STAGING.has(f.rule))
-  if (blocking.length > 0)
-    throw new HelperError('INSTALL_INVALID', `${name} was not installed: validation found ${blocking.length} error${blocking.length === 1 ? '' : 's'}.`, {
-      step: 'validate',
-      hint: `Run 'sysext-helper validate ${target.app ? name : report.path}' for details, fix the tree, and install again.`,
-      data: {findings: blocking},
-    })
-
-  const previous = state.extensions[name]
-  const link = join(paths.targets[targetKind], name)
-  const foreign = entries.filter((e) => !(previous && e.path === previous.link))
-  const shadowing = foreign.filter((e) => e.type !== 'symlink' || !e.target?.startsWith(stageRoot(paths)))
-  if (shadowing.length > 0)
-    throw new HelperError('INSTALL_NAME_TAKEN', `An extension named '${name}' already exists at ${shadowing.map((e) => e.path).join(', ')} and is not managed by sysext-helper.`, {
-      step: 'plan',
-      hint: `Remove it first (or 'sysext-helper uninstall ${name} --force' for a symlink), or install under another --name.`,
-    })
-
-  const needsRelease = report.findings.some((f) => f.rule === 'release-missing')
-  const stageReasons: string[] = []
-  if (needsRelease) stageReasons.push('the tree has no release file; one is generated in the staged copy')
-  if (target.origin === 'flatpak') stageReasons.push('Flatpak deletes old deploys on update; the merged copy must not live inside one')
-  if (input.forceStage) stageReasons.push('a staged copy was requested')
-  if (input.unsafe) stageReasons.push(`the source can be swapped by a non-root user (${input.unsafe})`)
-  if (report.findings.some((f) => f.rule === 'file-owner' || f.rule === 'layout-hardlink-outside'))
-    stageReasons.push('some files are not owned by root; the staged copy is root-owned')
-
-  const release = needsRelease ? planRelease(tree, host, {name}) : undefined
-  const hash = contentHash(tree, release?.content ?? '')
-  const mode = stageReasons.length > 0 ? 'stage' : 'in-place'
-  const existingRelease = tree.entries.get(releasePath(name))?.text
-  const reloadManager = parseRelease(release?.content ?? existingRelease ?? '').fields.EXTENSION_RELOAD_MANAGER === '1'
-
-  const samePlace = previous && previous.target === targetKind && previous.hash === hash
-  const linkEntry = entries.find((e) => e.path === link)
-  const previousLink = linkEntry?.type === 'symlink' ? {link, target: linkEntry.target as string} : null
-  let action: InstallAction = previous ? 'update' : 'install'
-  let linkTarget = mode === 'stage' ? join(stageRoot(paths), `${name}-${hash.slice(0, 16)}`) : resolve(report.path)
-  let newStage: string | undefined = mode === 'stage' ? linkTarget : undefined
-  if (samePlace && previousLink?.target === previous.linkTarget && (!previous.stage || existsSync(previous.stage))) {
-    // Same content, same place: keep the existing stage; refresh only if it is not merged (e.g. after a reboot).
-    linkTarget = previous.linkTarget
-    newStage = undefined
-    action = merged.includes(name) ? 'unchanged' : 'repair'
-  }
-  const staleLinks = entries.filter((e) => previous && e.path === previous.link && e.path !== link && e.type === 'symlink')
-    .map((e) => ({link: e.path, target: e.target as string}))
-
-  return {
-    name,
-    action,
-    source: {
-      kind: target.origin,
-      path: target.app ? target.app.extensions : resolve(report.path),
-      appId: target.app?.appId,
-      installation: target.app?.installation.path,
-      commit: target.app?.commit,
-    },
-    target: targetKind,
-    link,
-    mode,
-    stageReasons,
-    linkTarget,
-    newStage,
-    release: newStage ? release : undefined,
-    hash,
-    declarations: declarations(tree),
-    reloadManager,
-    previous,
-    previousLink,
-    staleLinks,
-    warnings: report.findings.filter((f) => f.severity === 'warning'),
-  }
 }
 
 export interface Verification {
@@ -228,7 +98,7 @@ export async function verifyExtension(entry: Pick<ManagedExtension, 'name' | 'bu
   return {merged: isMerged(entry.name, {usr: opts.usr}), busNames, polkitActions}
 }
 
-function verificationProblem(v: Verification): string | undefined {
+export function verificationProblem(v: Verification): string | undefined {
   if (!v.merged) return 'it is not listed as merged after systemd-sysext refresh'
   const bus = v.busNames.find((b) => !b.ok)
   if (bus) return `${bus.name} did not answer Peer.Ping: ${bus.failure?.detail} (${bus.failure?.cause}). ${bus.failure?.diagnosis}`
@@ -342,7 +212,7 @@ export async function install(target: string, options: InstallOptions, emit: Emi
     const result: InstallResult = {
       name: plan.name, action: plan.action, dryRun: options.dryRun === true, target: plan.target, link: plan.link,
       linkTarget: plan.linkTarget, mode: plan.mode, stageReasons: plan.stageReasons, source: plan.source, hash: plan.hash,
-      releaseGenerated: plan.release !== undefined || (plan.action !== 'install' && plan.action !== 'update' && plan.previous?.releaseGenerated === true),
+      releaseGenerated: plan.releaseGenerated,
       declarations: plan.declarations, warnings, steps,
     }
     if (options.dryRun || !session || !probe) return result
@@ -382,7 +252,7 @@ export interface ChangeOutcome {
 function entryFor(plan: InstallPlan): ManagedExtension {
   return {
     name: plan.name, source: plan.source, target: plan.target, link: plan.link, linkTarget: plan.linkTarget,
-    stage: plan.mode === 'stage' ? plan.linkTarget : undefined, releaseGenerated: plan.release !== undefined || plan.previous?.releaseGenerated === true,
+    stage: plan.mode === 'stage' ? plan.linkTarget : undefined, releaseGenerated: plan.releaseGenerated,
     hash: plan.hash, installedAt: new Date().toISOString(), busNames: plan.declarations.busNames, units: plan.declarations.units,
     polkitActions: plan.declarations.polkitActions, touchesPolkit: plan.declarations.touchesPolkit, reloadManager: plan.reloadManager,
   }
@@ -520,20 +390,20 @@ export async function applyChanges(ctx: Context, state: State, probe: HostProbe,
 
   if (live().length + kept.length + removals.length > 0)
     await step(emit, steps, 'commit', 'Recording the changes', () => {
-    for (const {plan} of [...live(), ...kept]) {
-      const oldStage = plan.previous?.stage
-      const entry = entryFor(plan)
-      state.extensions[plan.name] = entry
-      delete state.pending[plan.name]
-      if (oldStage && oldStage !== entry.stage) rmSync(oldStage, {recursive: true, force: true})
-    }
-    // A removal is finished even when a step failed: the link is gone, and the next refresh unmerges it.
-    for (const {name} of removals) {
-      finishUninstallFiles(paths, state, name)
-      delete state.pending[name]
-    }
-    writeState(paths, state)
-  })
+      for (const {plan} of [...live(), ...kept]) {
+        const oldStage = plan.previous?.stage
+        const entry = entryFor(plan)
+        state.extensions[plan.name] = entry
+        delete state.pending[plan.name]
+        if (oldStage && oldStage !== entry.stage) rmSync(oldStage, {recursive: true, force: true})
+      }
+      // A removal is finished even when a step failed: the link is gone, and the next refresh unmerges it.
+      for (const {name} of removals) {
+        finishUninstallFiles(paths, state, name)
+        delete state.pending[name]
+      }
+      writeState(paths, state)
+    })
   return [...outcomes.values()]
 }
 
@@ -622,61 +492,4 @@ async function uninstallForeign(name: string, paths: Paths, options: UninstallOp
   await step(emit, steps, 'refresh', 'Unmerging (systemd-sysext refresh)', () => refresh((options.timeoutS ?? 25) * 1000 + 60_000))
   await step(emit, steps, 'reload', 'Reloading systemd, polkit and the bus', () => reloadAll(probe, {reloadManager: false, polkit: true}), (d) => d)
   return {name, managed: false, removed: links.map((l) => l.path), stoppedUnits: [], steps}
-}
-
-export interface ListedExtension {
-  name: string
-  managed: boolean
-  source: string | null
-  target: TargetKind | null
-  path: string
-  merged: boolean
-  hash: string | null
-  appId: string | null
-  commit: string | null
-}
-
-/** Managed extensions plus foreign images seen by systemd-sysext. */
-export async function listExtensions(paths: Paths = DEFAULT_PATHS, foreignImages: Array<{name: string; path: string}> = []): Promise<ListedExtension[]> {
-  const state = readState(paths)
-  const merged = new Set([...mergedExtensions('/usr'), ...mergedExtensions('/opt')])
-  const out: ListedExtension[] = Object.values(state.extensions).map((e) => ({
-    name: e.name, managed: true, source: e.source.path, target: e.target, path: e.link, merged: merged.has(e.name),
-    hash: e.hash, appId: e.source.appId ?? null, commit: e.source.commit ?? null,
-  }))
-  for (const image of foreignImages) {
-    if (state.extensions[image.name]) continue
-    out.push({name: image.name, managed: false, source: null, target: null, path: image.path, merged: merged.has(image.name), hash: null, appId: null, commit: null})
-  }
-  return out.sort((a, b) => a.name.localeCompare(b.name))
-}
-
-export interface ExtensionStatus {
-  name: string
-  healthy: boolean
-  record: ManagedExtension
-  linkOk: boolean
-  problems: string[]
-  verification: Verification
-  units: Array<{unit: string; active: boolean}>
-}
-
-export async function extensionStatus(nameOrApp: string, paths: Paths = DEFAULT_PATHS, timeoutS = 25): Promise<ExtensionStatus> {
-  const state = readState(paths)
-  const name = managedName(state, nameOrApp)
-  if (name === undefined)
-    throw new HelperError('STATUS_NOT_MANAGED', `${nameOrApp} is not managed by sysext-helper.`, {hint: "See 'sysext-helper list' for managed and foreign extensions."})
-  const record = state.extensions[name]
-  const link = imageEntries(paths, name).find((e) => e.path === record.link)
-  const linkOk = link?.type === 'symlink' && link.target === record.linkTarget && existsSync(record.linkTarget)
-  const polkit = await polkitInstalled().catch(() => false)
-  const verification = await verifyExtension(record, timeoutS, {usr: existsSync(join(record.linkTarget, 'usr')), polkit})
-  const units = []
-  for (const unit of record.units) if (!unit.includes('@.')) units.push({unit, active: await isActive(unit)})
-  const problems: string[] = []
-  if (!linkOk) problems.push(`${record.link} does not point to ${record.linkTarget} (or the target is gone)`)
-  const v = verificationProblem(verification)
-  if (v) problems.push(v)
-  if (state.pending[name]) problems.push('an interrupted change is pending; any mutating command converges it')
-  return {name, healthy: problems.length === 0, record, linkOk, problems, verification, units}
 }

@@ -92,7 +92,8 @@ export async function sync(options: SyncOptions, emit: Emit): Promise<SyncResult
   const paths = options.paths ?? DEFAULT_PATHS
   const steps: StepRecord[] = []
   const result: SyncResult = {planned: {install: [], remove: []}, changed: false, installed: [], updated: [], removed: [], failed: [], unapproved: [], unchanged: [], steps}
-  let plan = computePlan(options, paths, readState(paths))
+  const state = readState(paths)
+  let plan = computePlan(options, paths, state)
   const report = (p: SyncPlan): void => {
     result.planned = {
       install: p.install.map((i) => ({appId: i.app.appId, reason: i.reason, approvedBy: i.approvedBy})),
@@ -104,7 +105,7 @@ export async function sync(options: SyncOptions, emit: Emit): Promise<SyncResult
       emit({type: 'warning', message: `${a.appId} (${a.installation.path}) ships a system extension that is not approved; it is not merged.`, hint: `To approve and install it: sysext-helper install ${a.appId}`})
   }
   const pendingWork = (p: SyncPlan): boolean => p.install.length > 0 || p.remove.length > 0
-  if (options.dryRun || (!pendingWork(plan) && Object.keys(readState(paths).pending).length === 0)) {
+  if (options.dryRun || (!pendingWork(plan) && Object.keys(state.pending).length === 0)) {
     report(plan)
     return result
   }
