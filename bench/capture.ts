@@ -9,8 +9,8 @@ import {type ChildProcess, spawn} from 'node:child_process'
 import {closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
-import {BusConnection} from '../src/dbus/connection.js'
-import {MessageType, marshalCall} from '../src/dbus/wire.js'
+import {BusConnection} from '../src/capture/connection.js'
+import {MessageType, marshalCall} from '../src/capture/wire.js'
 import {startPrivateBus} from '../test/lib/private-bus.js'
 
 const CLI = new URL('../../bin/run.js', import.meta.url).pathname

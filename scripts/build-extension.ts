@@ -27,7 +27,7 @@ import {parseArgs} from 'node:util'
 import {type Plugin, build} from 'esbuild'
 import {HelperError} from '../src/errors.js'
 import {systemdArchitecture} from '../src/sysext/host.js'
-import {type ImageFormat, type ImageResult, SELF_LIB_DIR, SELF_NAME, SELF_RELEASE, packImage} from '../src/sysext/image.js'
+import {type ImageFormat, type ImageResult, SELF_LIB_DIR, SELF_NAME, SELF_RELEASE, packImage} from '../src/lifecycle/image.js'
 
 /** The checkout (this file runs from dist/scripts/). */
 export const REPO = resolve(fileURLToPath(new URL('../../', import.meta.url)))

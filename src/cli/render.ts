@@ -1,8 +1,8 @@
 /** Human renderings of results and errors. Plain text: grep-able, no colour codes when piped. */
 import type {HelperError} from '../errors.js'
-import type {Finding} from '../sysext/findings.js'
-import type {InstallResult} from '../sysext/install.js'
-import type {ValidationReport} from '../sysext/validate.js'
+import type {Finding} from '../sysext/index.js'
+import type {InstallResult} from '../lifecycle/index.js'
+import type {ValidationReport} from '../sysext/index.js'
 
 const tty = process.stdout.isTTY === true && process.env.NO_COLOR === undefined
 const paint = (code: string, text: string): string => (tty ? `\u001b[${code}m${text}\u001b[0m` : text)

@@ -1,6 +1,6 @@
 /** Renders progress events: ora spinners on a terminal, one plain line per step otherwise, nothing for --json. */
 import type {Ora} from 'ora'
-import type {Emit, ProgressEvent} from '../sysext/events.js'
+import type {Emit, ProgressEvent} from '../lifecycle/index.js'
 
 /** ora is loaded only for a terminal: piped and --json runs skip its start-up cost. */
 export async function createReporter(json: boolean, stream: NodeJS.WriteStream = process.stderr): Promise<Emit> {

@@ -1,7 +1,7 @@
 import {Args} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {createReporter} from '../cli/reporter.js'
-import {type ApprovalResult, approve} from '../sysext/approvals.js'
+import {type ApprovalResult, approve} from '../lifecycle/index.js'
 
 export default class Approve extends BaseCommand {
   static summary = "Approve a Flatpak app's system extension without installing it now."

@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
-import {type CaptureRequest, type CaptureResult, captureBus, renderCaptureSummary} from '../dbus/request.js'
+import {type CaptureRequest, type CaptureResult, captureBus, renderCaptureSummary} from '../capture/index.js'
 import {usageError} from '../errors.js'
 
 const secondsFlag = Flags.custom<number>({

@@ -1,6 +1,6 @@
 import {BaseCommand} from '../cli/base-command.js'
 import {green, red, yellow} from '../cli/render.js'
-import {type DoctorReport, doctor} from '../sysext/doctor.js'
+import {type DoctorReport, doctor} from '../lifecycle/index.js'
 
 export default class Doctor extends BaseCommand {
   static summary = 'Report whether this host is ready for system extensions, with a fix per problem. Exit 1 when install would fail.'

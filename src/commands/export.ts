@@ -1,7 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {usageError} from '../errors.js'
-import {type ExportFormat, type ExportResult, exportExtension} from '../sysext/export.js'
+import {type ExportFormat, type ExportResult, exportExtension} from '../lifecycle/index.js'
 
 export default class Export extends BaseCommand {
   static summary = 'Write an extension tree as a tarball (for importctl import-tar --class=sysext).'

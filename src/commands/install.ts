@@ -3,8 +3,8 @@ import {BaseCommand} from '../cli/base-command.js'
 import {nameFlag} from '../cli/flags.js'
 import {renderInstall} from '../cli/render.js'
 import {createReporter} from '../cli/reporter.js'
-import {type InstallResult, install} from '../sysext/install.js'
-import type {TargetKind} from '../sysext/state.js'
+import {type InstallResult, install} from '../lifecycle/index.js'
+import type {TargetKind} from '../lifecycle/index.js'
 
 export default class Install extends BaseCommand {
   static summary = "Merge an app's system extension into the host, verified and reversible."

@@ -1,5 +1,5 @@
 import {BaseCommand} from '../cli/base-command.js'
-import {type Listing, listExtensions} from '../sysext/inventory.js'
+import {type Listing, listExtensions} from '../lifecycle/index.js'
 
 export default class List extends BaseCommand {
   static summary = 'List managed extensions and the foreign ones systemd-sysext sees.'

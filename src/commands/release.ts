@@ -2,10 +2,10 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {nameFlag} from '../cli/flags.js'
 import {usageError} from '../errors.js'
-import {loadHost} from '../sysext/host.js'
-import {type WriteResult, planRelease, writeRelease} from '../sysext/release-writer.js'
-import {scanTree} from '../sysext/tree.js'
-import {extensionName} from '../sysext/validate.js'
+import {loadHost} from '../sysext/index.js'
+import {type WriteResult, planRelease, writeRelease} from '../sysext/index.js'
+import {scanTree} from '../sysext/index.js'
+import {extensionName} from '../sysext/index.js'
 
 export default class Release extends BaseCommand {
   static summary = "Write an extension tree's extension-release file."

@@ -1,7 +1,7 @@
 import {Args} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {createReporter} from '../cli/reporter.js'
-import {type ApprovalResult, revoke} from '../sysext/approvals.js'
+import {type ApprovalResult, revoke} from '../lifecycle/index.js'
 
 export default class Revoke extends BaseCommand {
   static summary = "Withdraw the approval of a Flatpak app's system extension, and uninstall it if merged."

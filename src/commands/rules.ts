@@ -1,5 +1,5 @@
 import {BaseCommand} from '../cli/base-command.js'
-import {allRules} from '../sysext/rules/index.js'
+import {allRules} from '../sysext/index.js'
 
 export default class Rules extends BaseCommand {
   static summary = 'List every validation rule id with what it checks.'

@@ -2,9 +2,9 @@ import {Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {renderInstall} from '../cli/render.js'
 import {createReporter} from '../cli/reporter.js'
-import {SELF_NAME, selfInstallSource} from '../sysext/image.js'
-import {type InstallResult, install} from '../sysext/install.js'
-import type {TargetKind} from '../sysext/state.js'
+import {SELF_NAME, selfInstallSource} from '../lifecycle/index.js'
+import {type InstallResult, install} from '../lifecycle/index.js'
+import type {TargetKind} from '../lifecycle/index.js'
 
 export default class SelfInstall extends BaseCommand {
   static summary = 'Install the extension this sysext-helper runs from (usr/bin/sysext-helper on the host).'

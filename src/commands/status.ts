@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
-import {type ExtensionStatus, extensionStatus} from '../sysext/inventory.js'
+import {type ExtensionStatus, extensionStatus} from '../lifecycle/index.js'
 
 export default class Status extends BaseCommand {
   static summary = 'Show what was installed for an extension and check it live. Exit 0 healthy, 1 unhealthy.'

@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {createReporter} from '../cli/reporter.js'
-import {type SyncResult, sync} from '../sysext/sync.js'
+import {type SyncResult, sync} from '../lifecycle/index.js'
 
 export default class Sync extends BaseCommand {
   static summary = 'Reconcile merged extensions with the system Flatpak installations.'

@@ -1,7 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {createReporter} from '../cli/reporter.js'
-import {type UninstallResult, uninstall} from '../sysext/install.js'
+import {type UninstallResult, uninstall} from '../lifecycle/index.js'
 
 export default class Uninstall extends BaseCommand {
   static summary = 'Stop, unmerge and remove an extension installed by sysext-helper.'

@@ -1,7 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {renderValidation} from '../cli/render.js'
-import {type ValidationReport, validate} from '../sysext/validate.js'
+import {type ValidationReport, validate} from '../sysext/index.js'
 import {nameFlag} from '../cli/flags.js'
 
 export default class Validate extends BaseCommand {

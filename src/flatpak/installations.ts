@@ -6,7 +6,7 @@ import {existsSync, readFileSync, readdirSync, realpathSync, statSync} from 'nod
 import {homedir} from 'node:os'
 import {join} from 'node:path'
 import {HelperError} from '../errors.js'
-import {parseKeyFile} from '../sysext/keyfile.js'
+import {parseKeyFile} from '../formats/keyfile.js'
 
 export interface Installation {
   /** 'default' for the main system installation, else the [Installation "ID"] id. */
@@ -39,7 +39,7 @@ export function systemInstallations(env: FlatpakEnv = {}): Installation[] {
   const {systemDir, configDir} = {...flatpakEnvFromProcess(), ...env}
   const found: Installation[] = [{id: 'default', path: systemDir}]
   const dir = join(configDir, 'installations.d')
-  let names: string[] = []
+  let names: string[]
   try {
     names = readdirSync(dir).filter((n) => n.endsWith('.conf')).sort()
   } catch {

@@ -9,7 +9,7 @@
  */
 import {readFileSync} from 'node:fs'
 import {HelperError} from '../errors.js'
-import {parseKeyFile} from '../sysext/keyfile.js'
+import {parseKeyFile} from '../formats/keyfile.js'
 import type {AppDeploy} from './installations.js'
 
 export interface ApprovalPolicy {

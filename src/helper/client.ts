@@ -5,8 +5,8 @@
  */
 import {closeSync} from 'node:fs'
 import dbus from 'dbus-next'
-import '../dbus/usocket-safe.js' // dbus-next's sockets are usockets too
-import type {CaptureSummary, StopReason} from '../dbus/capture.js'
+import '../capture/usocket-safe.js' // dbus-next's sockets are usockets too
+import type {CaptureSummary, StopReason} from '../capture/capture.js'
 import {HelperError} from '../errors.js'
 import {HELPER_BUS_NAME, HELPER_INTERFACE, HELPER_OBJECT_PATH, HelperErrors} from './constants.js'
 

@@ -6,9 +6,9 @@
  */
 import {closeSync} from 'node:fs'
 import dbus from 'dbus-next'
-import '../dbus/usocket-safe.js' // dbus-next's sockets are usockets too
+import '../capture/usocket-safe.js' // dbus-next's sockets are usockets too
 import {busAddress} from '../dbus/address.js'
-import {type CaptureSummary, capture} from '../dbus/capture.js'
+import {type CaptureSummary, capture} from '../capture/capture.js'
 import {HelperError} from '../errors.js'
 import {type CallerIdentity, callerIdentity, checkAuthorization} from './authorize.js'
 import {HELPER_BUS_NAME, HELPER_INTERFACE, HELPER_OBJECT_PATH, HELPER_OPTIONS, HelperErrors} from './constants.js'

@@ -3,7 +3,7 @@ import {createHash} from 'node:crypto'
 import {readFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {serviceFiles, UNITS_DIR} from './rules/dbus.js'
-import {parseXml} from './xml.js'
+import {parseXml} from '../formats/xml.js'
 import {type Tree, childrenOf, mergedEntries} from './tree.js'
 
 export interface Declarations {

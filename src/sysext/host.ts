@@ -6,8 +6,8 @@
 import {lstatSync, readFileSync, readdirSync, readlinkSync, statSync} from 'node:fs'
 import {posix} from 'node:path'
 import {HelperError} from '../errors.js'
-import {parseElfFile} from './elf.js'
-import {type ReleaseFields, parseRelease} from './os-release.js'
+import {parseElfFile} from '../formats/elf.js'
+import {type ReleaseFields, parseRelease} from '../formats/os-release.js'
 import type {EntryType, Tree} from './tree.js'
 
 export interface HostFile {

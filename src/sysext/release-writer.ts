@@ -7,10 +7,10 @@ import {dirname, join} from 'node:path'
 import {HelperError, fsError, usageError} from '../errors.js'
 import type {Host} from './host.js'
 import {SYSTEMD_ARCHITECTURES} from './host.js'
-import {renderRelease} from './os-release.js'
+import {renderRelease} from '../formats/os-release.js'
 import {releasePath} from './release.js'
-import {writeFileAtomic} from './fs-atomic.js'
-import {stageCopy} from './stage.js'
+import {writeFileAtomic} from '../fs-atomic.js'
+import {stageCopy} from './tree-copy.js'
 import {type Tree, childrenOf} from './tree.js'
 
 export interface ReleaseOptions {

@@ -2,7 +2,7 @@
  * Extension-release files: where they live, systemd's decision whether a host
  * accepts one (src/basic/os-util.c, extension_release_validate), and writing one.
  */
-import {type ReleaseFields} from './os-release.js'
+import {type ReleaseFields} from '../formats/os-release.js'
 
 export const RELEASE_DIR = 'usr/lib/extension-release.d'
 export const RELEASE_PREFIX = 'extension-release.'

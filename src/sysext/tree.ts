@@ -6,7 +6,7 @@
 import {closeSync, lstatSync, openSync, readSync, readdirSync, readFileSync, readlinkSync, statSync} from 'node:fs'
 import {join} from 'node:path'
 import {HelperError, fsError} from '../errors.js'
-import {type ElfInfo, fdReader, parseElf} from './elf.js'
+import {type ElfInfo, fdReader, parseElf} from '../formats/elf.js'
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'other'
 

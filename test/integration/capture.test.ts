@@ -11,8 +11,8 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {after, before, describe, it} from 'node:test'
 import dbus from 'dbus-next'
-import {readPcap} from '../../src/dbus/pcap.js'
-import {MessageType, parseMessage} from '../../src/dbus/wire.js'
+import {readPcap} from '../../src/capture/pcap.js'
+import {MessageType, parseMessage} from '../../src/capture/wire.js'
 import {CLI} from '../lib/fixtures.js'
 import {NOBODY, type PrivateBus, connectClient, startPrivateBus} from '../lib/private-bus.js'
 
@@ -293,7 +293,7 @@ describe('capture on a private dbus-daemon', () => {
   it('refuses to write pcap to a terminal', async () => {
     // script(1) gives the command a pseudo-terminal as stdout.
     const cmd = `${process.execPath} ${CLI} capture --address '${bus.address}' --output -`
-    let out = ''
+    let out: string
     let code = 0
     try {
       out = execFileSync('script', ['-qec', cmd, '/dev/null'], {encoding: 'utf8'})

@@ -7,7 +7,7 @@ import {spawn, type ChildProcess} from 'node:child_process'
 import {chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
-import '../../src/dbus/usocket-safe.js' // dbus-next's sockets are usockets: see there
+import '../../src/capture/usocket-safe.js' // dbus-next's sockets are usockets: see there
 
 export interface PrivateBus {
   address: string

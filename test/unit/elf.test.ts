@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import {describe, it} from 'node:test'
-import {type ElfInfo, parseElf, parseElfFile} from '../../src/sysext/elf.js'
+import {type ElfInfo, parseElf, parseElfFile} from '../../src/formats/elf.js'
 import {systemdArchitecture} from '../../src/sysext/host.js'
 import {BASE_ADDRESS, EM, buildElf} from '../lib/elf-builder.js'
 

@@ -10,8 +10,8 @@ import {join} from 'node:path'
 import {pathToFileURL} from 'node:url'
 import {describe, test} from 'node:test'
 import {HelperError} from '../../src/errors.js'
-import {SELF_RELEASE, imageCommand, locateSelf, packImage, selfExtensionTree, treeForLocation} from '../../src/sysext/image.js'
-import {DEFAULT_PATHS, type Paths} from '../../src/sysext/state.js'
+import {SELF_RELEASE, imageCommand, locateSelf, packImage, selfExtensionTree, treeForLocation} from '../../src/lifecycle/image.js'
+import {DEFAULT_PATHS, type Paths} from '../../src/lifecycle/state.js'
 import {makeTree} from '../lib/fixtures.js'
 
 const has = (files: string[]) => (p: string): boolean => files.includes(p)
@@ -28,7 +28,7 @@ describe('locateSelf', () => {
 
   test('the compiled CLI of a checkout: its dist/extension', () => {
     const exists = has(['/home/u/sysext-helper/package.json', '/home/u/sysext-helper/bin/run.js'])
-    assert.deepEqual(locateSelf('/home/u/sysext-helper/dist/src/sysext/image.js', exists), {
+    assert.deepEqual(locateSelf('/home/u/sysext-helper/dist/src/lifecycle/image.js', exists), {
       kind: 'checkout', repo: '/home/u/sysext-helper', root: '/home/u/sysext-helper/dist/extension',
     })
   })

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import {describe, test} from 'node:test'
-import {keyFileValue, parseKeyFile} from '../../src/sysext/keyfile.js'
+import {keyFileValue, parseKeyFile} from '../../src/formats/keyfile.js'
 
 describe('parseKeyFile follows the GKeyFile grammar', () => {
   test('group names are kept verbatim, with spaces and quotes', () => {

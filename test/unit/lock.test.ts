@@ -3,7 +3,7 @@ import {spawn} from 'node:child_process'
 import {existsSync, readFileSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {describe, test} from 'node:test'
-import {type Paths, acquireLock} from '../../src/sysext/state.js'
+import {type Paths, acquireLock} from '../../src/lifecycle/state.js'
 import {makeTree} from '../lib/fixtures.js'
 
 function paths(): Paths {

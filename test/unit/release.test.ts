@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import {describe, test} from 'node:test'
 import {judgeRelease} from '../../src/sysext/release.js'
-import {parseRelease} from '../../src/sysext/os-release.js'
+import {parseRelease} from '../../src/formats/os-release.js'
 import {makeHostRoot, makeTree} from '../lib/fixtures.js'
 import {findingsFor, rulesOf} from '../lib/validate.js'
 

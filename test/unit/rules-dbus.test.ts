@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import {describe, test} from 'node:test'
 import type {Finding} from '../../src/sysext/findings.js'
 import {busNameProblem, dbusRules} from '../../src/sysext/rules/dbus.js'
-import {parseXml} from '../../src/sysext/xml.js'
+import {parseXml} from '../../src/formats/xml.js'
 import type {FileSpec} from '../lib/fixtures.js'
 import {assertFinding, assertNo, checkRuleSet} from '../lib/validate.js'
 

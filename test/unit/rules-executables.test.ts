@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import {readFileSync} from 'node:fs'
 import {describe, it} from 'node:test'
-import {type ElfInfo, parseElfFile} from '../../src/sysext/elf.js'
+import {type ElfInfo, parseElfFile} from '../../src/formats/elf.js'
 import type {Finding} from '../../src/sysext/findings.js'
 import {loadHost} from '../../src/sysext/host.js'
 import {executablesRules} from '../../src/sysext/rules/executables.js'

@@ -89,7 +89,8 @@ describe('unit file rules', () => {
   })
 
   test('unit-exec-missing: only a warning with the - prefix (systemd skips a missing command)', () => {
-    const {'usr/libexec/org.example.App1-prepare': _prepare, ...withoutPrepare} = good
+    const withoutPrepare = {...good}
+    delete withoutPrepare['usr/libexec/org.example.App1-prepare']
     const findings = check(withoutPrepare)
     assert.match(assertFinding(findings, 'unit-exec-missing', 'warning', FILE).message, /systemd skips the command \('-' prefix\)\.$/)
   })

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict'
 import {describe, test} from 'node:test'
 import type {AppDeploy} from '../../src/flatpak/installations.js'
 import {policyApproves, readPolicy} from '../../src/flatpak/policy.js'
-import {emptyState, type ManagedExtension, type State} from '../../src/sysext/state.js'
-import {planSync} from '../../src/sysext/sync.js'
+import {emptyState, type ManagedExtension, type State} from '../../src/lifecycle/state.js'
+import {planSync} from '../../src/lifecycle/sync.js'
 import {makeTree} from '../lib/fixtures.js'
 
 const installation = {id: 'default', path: '/var/lib/flatpak'}

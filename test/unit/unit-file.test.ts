@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import {describe, test} from 'node:test'
-import {parseExecCommand, parseUnitFile, unitValue, unitValues} from '../../src/systemd/unit-file.js'
+import {parseExecCommand, parseUnitFile, unitValue, unitValues} from '../../src/formats/unit-file.js'
 
 const values = (text: string, section: string, key: string): string[] =>
   unitValues(parseUnitFile(text), section, key).map((a) => a.value)

@@ -3,12 +3,12 @@
  * which is why an app ships them in a system extension; a mistake here means
  * the service is not activatable, and a wide policy opens the system bus.
  */
-import {parseUnitFile, unitValues} from '../../systemd/unit-file.js'
+import {parseUnitFile, unitValues} from '../../formats/unit-file.js'
 import {type Finding, error, warning} from '../findings.js'
 import {resolveMerged} from '../host.js'
-import {parseKeyFile} from '../keyfile.js'
+import {parseKeyFile} from '../../formats/keyfile.js'
 import {type Tree, childrenOf} from '../tree.js'
-import {type XmlElement, descendants, parseXml} from '../xml.js'
+import {type XmlElement, descendants, parseXml} from '../../formats/xml.js'
 import type {RuleContext, RuleSet} from './context.js'
 
 const SERVICES_DIR = 'usr/share/dbus-1/system-services'

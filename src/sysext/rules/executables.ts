@@ -9,7 +9,7 @@
  * dependencies are not followed. Libraries in the extension are checked fully.
  */
 import {posix} from 'node:path'
-import type {ElfInfo} from '../elf.js'
+import type {ElfInfo} from '../../formats/elf.js'
 import {type Finding, error} from '../findings.js'
 import {type Resolved, SYSTEMD_ARCHITECTURES, resolveMerged} from '../host.js'
 import type {TreeEntry} from '../tree.js'

@@ -5,7 +5,7 @@
 import {type Finding, error, warning} from '../findings.js'
 import {childrenOf} from '../tree.js'
 import type {RuleContext, RuleSet} from './context.js'
-import {type XmlElement, parseXml} from '../xml.js'
+import {type XmlElement, parseXml} from '../../formats/xml.js'
 
 const ACTIONS_DIR = 'usr/share/polkit-1/actions'
 const RULES_DIR = 'usr/share/polkit-1/rules.d'

@@ -1,5 +1,5 @@
 import {type Finding, error} from '../findings.js'
-import {parseRelease} from '../os-release.js'
+import {parseRelease} from '../../formats/os-release.js'
 import {RELEASE_DIR, RELEASE_PREFIX, judgeRelease, releasePath} from '../release.js'
 import {childrenOf} from '../tree.js'
 import type {RuleContext, RuleSet} from './context.js'

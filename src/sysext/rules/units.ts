@@ -3,7 +3,7 @@
  * loaded by the host's systemd after the merge (and a daemon-reload), so
  * everything they run must exist in the merged /usr or on the host.
  */
-import {type UnitFile, parseExecCommand, parseUnitFile, unitValue, unitValues} from '../../systemd/unit-file.js'
+import {type UnitFile, parseExecCommand, parseUnitFile, unitValue, unitValues} from '../../formats/unit-file.js'
 import {type Finding, error, warning} from '../findings.js'
 import {type Resolved, resolveMerged} from '../host.js'
 import {childrenOf} from '../tree.js'

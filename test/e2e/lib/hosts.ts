@@ -240,7 +240,7 @@ async function buildRoot(flavor: Flavor): Promise<RootInfo> {
       closeSync(log)
       const tail = readFileSync(logPath, 'utf8').split('\n').slice(-30).join('\n')
       rmSync(tmp, {recursive: true, force: true})
-      throw new Error(`building the ${flavor} root failed: ${(error as Error).message}\n${tail}`)
+      throw new Error(`building the ${flavor} root failed: ${(error as Error).message}\n${tail}`, {cause: error})
     }
     closeSync(log)
     writeFileSync(join(tmp, 'stamp.json'), stamp)

@@ -7,7 +7,7 @@
 import {closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import {HelperError, fsError} from '../errors.js'
-import {writeFileAtomic} from './fs-atomic.js'
+import {writeFileAtomic} from '../fs-atomic.js'
 
 export type TargetKind = 'runtime' | 'local' | 'persistent'
 

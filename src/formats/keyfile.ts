@@ -22,6 +22,7 @@ export interface KeyFile {
   problems: KeyFileProblem[]
 }
 
+// eslint-disable-next-line no-control-regex -- GKeyFile refuses control characters in group names
 const GROUP = /^\[([^[\]\x00-\x1f]+)\]$/
 const ENTRY = /^([A-Za-z0-9-]+(?:\[[^\]]+\])?)\s*=\s*(.*)$/
 

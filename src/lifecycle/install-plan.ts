@@ -5,14 +5,14 @@
 import {existsSync} from 'node:fs'
 import {join, resolve} from 'node:path'
 import {HelperError} from '../errors.js'
-import {type Declarations, contentHash, declarations} from './declarations.js'
-import type {Finding} from './findings.js'
+import {type Declarations, contentHash, declarations} from '../sysext/declarations.js'
+import type {Finding} from '../sysext/findings.js'
 import type {ImageEntry} from './links.js'
-import {parseRelease} from './os-release.js'
-import {type ReleasePlan, planRelease} from './release-writer.js'
-import {releasePath} from './release.js'
+import {parseRelease} from '../formats/os-release.js'
+import {type ReleasePlan, planRelease} from '../sysext/release-writer.js'
+import {releasePath} from '../sysext/release.js'
 import {type ExtensionSource, type ManagedExtension, type Paths, type State, type TargetKind, stageRoot} from './state.js'
-import type {Validated} from './validate.js'
+import type {Validated} from '../sysext/validate.js'
 
 /** Release findings that install cures by generating a release file in a staged copy. */
 const CURED_BY_STAGING = new Set(['release-missing'])

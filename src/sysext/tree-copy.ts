@@ -1,8 +1,8 @@
 /**
- * Staged copies of an extension tree: what gets merged when the source can't be
- * used in place (no release file, a Flatpak deploy that `flatpak update` will
- * delete, files not owned by root). Only usr/ and opt/ are copied — nothing else
- * reaches the host anyway.
+ * A copy of an extension tree's merged part (usr/ and opt/ — nothing else reaches
+ * the host): what install stages when the source can't be used in place (no
+ * release file, a Flatpak deploy that `flatpak update` will delete, files not
+ * owned by root), and what `release --output` writes.
  */
 import {chmodSync, copyFileSync, linkSync, lchownSync, mkdirSync, symlinkSync} from 'node:fs'
 import {join} from 'node:path'

@@ -9,20 +9,20 @@ import {HelperError} from '../errors.js'
 import {actionKnown, polkitActive, reloadPolkit} from '../polkit/polkit.js'
 import {daemonReload, isActive, stop} from '../systemd/systemctl.js'
 import {mergedExtensions, refresh} from '../systemd/sysext.js'
-import type {Declarations} from './declarations.js'
+import type {Declarations} from '../sysext/declarations.js'
 import {type Emit, type StepName, type StepRecord, step} from './events.js'
-import {symlinkAtomic} from './fs-atomic.js'
+import {symlinkAtomic} from '../fs-atomic.js'
 import {type InstallAction, type InstallPlan, planInstall} from './install-plan.js'
 import {imageEntries, unsafeAncestor} from './links.js'
 import {type HostProbe, probeHost, probeWarnings} from './preflight.js'
-import {writeRelease} from './release-writer.js'
-import {stageCopy} from './stage.js'
+import {writeRelease} from '../sysext/release-writer.js'
+import {stageCopy} from '../sysext/tree-copy.js'
 import {
   DEFAULT_PATHS, type ExtensionSource, type Lock, type ManagedExtension, type Paths, type PendingChange, type State,
   type TargetKind, acquireLock, readState, stageRoot, writeState,
 } from './state.js'
-import {type Validated, type ValidateOptions, validate} from './validate.js'
-import type {Tree} from './tree.js'
+import {type Validated, type ValidateOptions, validate} from '../sysext/validate.js'
+import type {Tree} from '../sysext/tree.js'
 
 export interface InstallOptions extends ValidateOptions {
   targetKind?: TargetKind

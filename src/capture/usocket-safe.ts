@@ -67,7 +67,7 @@ if (!socketProto.__sysextSafe) {
     const data = Duplex.prototype.read.call(this, size) as Buffer | null
     if (!data) return null
     this.__dbusHeader = null
-    let want = 0
+    let want: number
     try {
       want = parseMessage(Buffer.concat([header, data]), true).unixFds
     } catch {

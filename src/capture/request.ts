@@ -5,7 +5,7 @@
 import {constants, openSync} from 'node:fs'
 import {isatty} from 'node:tty'
 import {HelperError, fsError, usageError} from '../errors.js'
-import {type BusKind, busAddress} from './address.js'
+import {type BusKind, busAddress} from '../dbus/address.js'
 import {type CaptureSummary, type OverflowPolicy, abortOnSignals, capture} from './capture.js'
 
 export interface CaptureRequest {

@@ -8,7 +8,7 @@ import {createConnection, type Socket} from 'node:net'
 import {Duplex} from 'node:stream'
 import {USocket} from './usocket-safe.js'
 import {HelperError} from '../errors.js'
-import {socketPath} from './address.js'
+import {socketPath} from '../dbus/address.js'
 import {type BodyValue, MessageType, type ParsedMessage, frameLength, marshalCall, parseMessage} from './wire.js'
 
 export interface ConnectOptions {

@@ -40,6 +40,7 @@ const WHITESPACE = /^[ \t\n\r]+|[ \t\n\r]+$/g
 
 /** conf-parser's string_is_safe(): no control characters, quotes or backslashes. */
 function isSafe(name: string): boolean {
+  // eslint-disable-next-line no-control-regex -- a name with control characters is never safe to show or use
   return !/[\x00-\x1f\x7f"'\\]/.test(name)
 }
 

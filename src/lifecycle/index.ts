@@ -1,0 +1,10 @@
+/** The host lifecycle's public surface: the operations commands call and the results they render. */
+export {type ApprovalResult, approve, revoke} from './approvals.js'
+export {type DoctorReport, doctor} from './doctor.js'
+export type {Emit, ProgressEvent} from './events.js'
+export {type ExportFormat, type ExportResult, exportExtension} from './export.js'
+export {SELF_NAME, selfInstallSource} from './image.js'
+export {type InstallResult, install, type UninstallResult, uninstall} from './install.js'
+export {type ExtensionStatus, extensionStatus, type Listing, listExtensions} from './inventory.js'
+export type {TargetKind} from './state.js'
+export {type SyncResult, sync} from './sync.js'
