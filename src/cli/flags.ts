@@ -1,5 +1,6 @@
 import {Flags} from '@oclif/core'
 import {usageError} from '../errors.js'
+import {EXTRAS} from '../sysext/index.js'
 
 /** Extension names become file names under /var/lib/extensions: keep them to safe characters. */
 export const nameFlag = Flags.string({
@@ -9,4 +10,11 @@ export const nameFlag = Flags.string({
       throw usageError('INVALID_NAME', `Invalid extension name '${value}'.`, 'Use letters, digits and . _ + - (e.g. the app id).')
     return value
   },
+})
+
+/** --allow EXTRA (repeatable): what the admin grants one extension beyond its own on-demand service. */
+export const allowFlag = Flags.string({
+  description: `Grant this extension an extra (repeatable): ${Object.entries(EXTRAS).map(([k, v]) => `${k}: ${v}`).join('; ')}`,
+  multiple: true,
+  options: Object.keys(EXTRAS),
 })

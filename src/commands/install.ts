@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
-import {nameFlag} from '../cli/flags.js'
+import {allowFlag, nameFlag} from '../cli/flags.js'
 import {renderInstall} from '../cli/render.js'
 import {createReporter} from '../cli/reporter.js'
 import {type InstallResult, install} from '../lifecycle/index.js'
@@ -17,6 +17,7 @@ export default class Install extends BaseCommand {
   static args = {target: Args.string({description: 'Flatpak app id or extension tree path', required: true})}
   static flags = {
     name: nameFlag,
+    allow: allowFlag,
     target: Flags.string({options: ['runtime', 'local', 'persistent'], default: 'local', description: 'runtime: /run/extensions (gone at reboot), local: /var/lib/extensions, persistent: /etc/extensions'}),
     installation: Flags.string({description: 'Look the app up only in this system installation (a path)'}),
     'dry-run': Flags.boolean({description: 'Print the plan; change nothing'}),
@@ -30,6 +31,7 @@ export default class Install extends BaseCommand {
     const {args, flags} = await this.parse(Install)
     const result = await install(args.target, {
       name: flags.name,
+      allow: flags.allow,
       installationPath: flags.installation,
       targetKind: flags.target as TargetKind,
       dryRun: flags['dry-run'],

@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {renderInstall} from '../cli/render.js'
 import {createReporter} from '../cli/reporter.js'
-import {SELF_NAME, selfInstallSource} from '../lifecycle/index.js'
+import {SELF_EXTRAS, SELF_NAME, selfInstallSource} from '../lifecycle/index.js'
 import {type InstallResult, install} from '../lifecycle/index.js'
 import type {TargetKind} from '../lifecycle/index.js'
 
@@ -26,6 +26,8 @@ export default class SelfInstall extends BaseCommand {
     const {tree, target} = selfInstallSource(import.meta.url, flags.target as TargetKind | undefined)
     const result = await install(tree, {
       name: SELF_NAME,
+      // Exactly what its own tree needs beyond the monitor service: the CLI on PATH, the sync .path unit, the Flatpak trigger.
+      allow: SELF_EXTRAS,
       targetKind: target,
       dryRun: flags['dry-run'],
       verify: !flags['no-verify'],

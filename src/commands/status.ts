@@ -19,6 +19,7 @@ export default class Status extends BaseCommand {
         `  link:    ${r.link} -> ${r.linkTarget} ${status.linkOk ? '(ok)' : '(BROKEN)'}`,
         `  merged:  ${status.verification.merged ? 'yes' : 'no'}`,
         `  since:   ${r.installedAt}, content ${r.hash.slice(0, 12)}`,
+        `  extras:  ${r.allow?.length ? r.allow.join(', ') : 'none (its own on-demand service only)'}`,
         ...status.verification.busNames.map((b) => `  bus:     ${b.name} ${b.ok ? 'answers' : `FAILS: ${b.failure?.detail}`}`),
         ...status.verification.polkitActions.map((a) => `  polkit:  ${a.id} ${a.ok ? 'known' : 'UNKNOWN'}`),
         ...status.units.map((u) => `  unit:    ${u.unit} ${u.active ? 'active' : 'inactive'}`),

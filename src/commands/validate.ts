@@ -2,7 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {renderValidation} from '../cli/render.js'
 import {type ValidationReport, validate} from '../sysext/index.js'
-import {nameFlag} from '../cli/flags.js'
+import {allowFlag, nameFlag} from '../cli/flags.js'
 
 export default class Validate extends BaseCommand {
   static summary = 'Check an extension tree or an installed Flatpak app against this host.'
@@ -20,6 +20,7 @@ export default class Validate extends BaseCommand {
     installation: Flags.string({description: 'Look the app up only in this system installation (a path)'}),
     'host-root': Flags.string({description: 'Judge against the system in this directory instead of the running host'}),
     strict: Flags.boolean({description: 'Treat warnings as errors'}),
+    allow: allowFlag,
   }
 
   async run(): Promise<ValidationReport> {
@@ -29,6 +30,7 @@ export default class Validate extends BaseCommand {
       installationPath: flags.installation,
       hostRoot: flags['host-root'],
       strict: flags.strict,
+      allow: flags.allow,
     })
     if (!this.jsonEnabled()) process.stdout.write(renderValidation(report))
     if (!report.ok) process.exitCode = 1

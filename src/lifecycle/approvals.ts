@@ -10,6 +10,8 @@ export interface ApprovalResult {
   approved: boolean
   /** revoke: the extension that was uninstalled with the approval, if any. */
   uninstalled: string | null
+  /** Extras granted with the approval. */
+  allow: string[]
   steps: StepRecord[]
 }
 
@@ -17,14 +19,16 @@ function checkAppId(appId: string): void {
   if (!looksLikeAppId(appId)) throw usageError('INVALID_APP_ID', `'${appId}' is not a Flatpak app id.`, 'App ids are reverse-DNS names such as org.gnome.Sysprof.')
 }
 
-export async function approve(appId: string, emit: Emit, paths: Paths = DEFAULT_PATHS): Promise<ApprovalResult> {
+/** Approves `appId`; `allow` (when given) replaces the extras granted with the approval. */
+export async function approve(appId: string, emit: Emit, allow?: string[], paths: Paths = DEFAULT_PATHS): Promise<ApprovalResult> {
   checkAppId(appId)
   const steps: StepRecord[] = []
   const session = await openSession(paths, emit, steps, 25, 120_000)
   try {
-    session.state.approvals[appId] = session.state.approvals[appId] ?? {appId, approvedAt: new Date().toISOString()}
+    const previous = session.state.approvals[appId]
+    session.state.approvals[appId] = {appId, approvedAt: previous?.approvedAt ?? new Date().toISOString(), allow: allow ?? previous?.allow}
     writeState(paths, session.state)
-    return {appId, approved: true, uninstalled: null, steps}
+    return {appId, approved: true, uninstalled: null, allow: session.state.approvals[appId].allow ?? [], steps}
   } finally {
     session.lock.release()
   }
@@ -44,7 +48,7 @@ export async function revoke(appId: string, emit: Emit, paths: Paths = DEFAULT_P
       const [outcome] = await applyChanges(session.ctx, session.state, probe, [{kind: 'remove', name}])
       if (!outcome.ok && outcome.error) throw outcome.error
     }
-    return {appId, approved: false, uninstalled: name ?? null, steps}
+    return {appId, approved: false, uninstalled: name ?? null, allow: [], steps}
   } finally {
     session.lock.release()
   }

@@ -12,6 +12,8 @@ import {type Paths, type TargetKind, DEFAULT_PATHS, readState} from './state.js'
 
 /** The image name of the helper extension (and of its release file). */
 export const SELF_NAME = 'sysext-helper'
+/** The extras sysext-helper's own extension needs: usr/bin/sysext-helper, the sync .path unit (enabled), the Flatpak trigger. */
+export const SELF_EXTRAS = ['commands', 'boot-units', 'flatpak-triggers']
 /** Where the runtime and the bundles live inside the extension tree. */
 export const SELF_LIB_DIR = 'usr/lib/sysext-helper'
 export const SELF_RELEASE = `usr/lib/extension-release.d/extension-release.${SELF_NAME}`

@@ -45,6 +45,8 @@ export interface InstallPlan {
   /** Links of this extension in other target directories, removed when it moves. */
   staleLinks: Array<{link: string; target: string}>
   warnings: Finding[]
+  /** Extras granted for this install (recorded with the extension). */
+  allow: string[]
 }
 
 export interface PlanInput {
@@ -139,6 +141,7 @@ export function planInstall(input: PlanInput): InstallPlan {
     previous,
     previousLink,
     staleLinks,
+    allow: report.allowed,
     warnings: report.findings.filter((f) => f.severity === 'warning'),
   }
 }

@@ -19,7 +19,7 @@ import {writeRelease} from '../sysext/release-writer.js'
 import {stageCopy} from '../sysext/tree-copy.js'
 import {
   DEFAULT_PATHS, type ExtensionSource, type Lock, type ManagedExtension, type Paths, type PendingChange, type State,
-  type TargetKind, acquireLock, readState, stageRoot, writeState,
+  type TargetKind, acquireLock, grantedExtras, readState, stageRoot, writeState,
 } from './state.js'
 import {type Validated, type ValidateOptions, validate} from '../sysext/validate.js'
 import type {Tree} from '../sysext/tree.js'
@@ -206,7 +206,9 @@ export async function install(target: string, options: InstallOptions, emit: Emi
   const session = options.dryRun ? undefined : await openSession(paths, emit, steps, timeoutS, options.lockTimeoutMs ?? 120_000, probe)
   try {
     const state = session?.state ?? readState(paths)
-    const {validated, plan} = await validateAndPlan(target, options, state, paths, targetKind, emit, steps)
+    // Extras are granted per extension: given now, or as recorded when it was installed or approved.
+    const allow = options.allow ?? grantedExtras(state, options.name ?? target)
+    const {validated, plan} = await validateAndPlan(target, {...options, allow}, state, paths, targetKind, emit, steps)
     const warnings = [...plan.warnings.map((f) => ({message: f.message.startsWith(f.file) ? f.message : `${f.file}: ${f.message}`, hint: f.hint})), ...(probe ? probeWarnings(probe, targetKind) : [])]
     for (const w of warnings) emit({type: 'warning', ...w})
     const result: InstallResult = {
@@ -222,8 +224,9 @@ export async function install(target: string, options: InstallOptions, emit: Emi
       result.verification = outcome.verification
     }
     // Installing a Flatpak app by its id is the admin's consent: sync keeps it up to date from now on.
-    if (plan.source.appId && !state.approvals[plan.source.appId]) {
-      state.approvals[plan.source.appId] = {appId: plan.source.appId, approvedAt: new Date().toISOString()}
+    const approval = plan.source.appId ? state.approvals[plan.source.appId] : undefined
+    if (plan.source.appId && (!approval || String(approval.allow ?? []) !== String(plan.allow))) {
+      state.approvals[plan.source.appId] = {appId: plan.source.appId, approvedAt: approval?.approvedAt ?? new Date().toISOString(), allow: plan.allow}
       writeState(paths, state)
     }
     return result
@@ -255,6 +258,7 @@ function entryFor(plan: InstallPlan): ManagedExtension {
     stage: plan.mode === 'stage' ? plan.linkTarget : undefined, releaseGenerated: plan.releaseGenerated,
     hash: plan.hash, installedAt: new Date().toISOString(), busNames: plan.declarations.busNames, units: plan.declarations.units,
     polkitActions: plan.declarations.polkitActions, touchesPolkit: plan.declarations.touchesPolkit, reloadManager: plan.reloadManager,
+    allow: plan.allow,
   }
 }
 

@@ -20,6 +20,8 @@ export interface ListedExtension {
   hash: string | null
   appId: string | null
   commit: string | null
+  /** Extras granted to a managed extension (install/approve --allow). */
+  allow: string[]
 }
 
 export interface Listing {
@@ -35,11 +37,11 @@ export async function listExtensions(paths: Paths = DEFAULT_PATHS): Promise<List
   const merged = new Set([...mergedExtensions('/usr'), ...mergedExtensions('/opt')])
   const extensions: ListedExtension[] = Object.values(state.extensions).map((e) => ({
     name: e.name, managed: true, source: e.source.path, target: e.target, path: e.link, merged: merged.has(e.name),
-    hash: e.hash, appId: e.source.appId ?? null, commit: e.source.commit ?? null,
+    hash: e.hash, appId: e.source.appId ?? null, commit: e.source.commit ?? null, allow: e.allow ?? [],
   }))
   for (const image of foreignImages) {
     if (state.extensions[image.name]) continue
-    extensions.push({name: image.name, managed: false, source: null, target: null, path: image.path, merged: merged.has(image.name), hash: null, appId: null, commit: null})
+    extensions.push({name: image.name, managed: false, source: null, target: null, path: image.path, merged: merged.has(image.name), hash: null, appId: null, commit: null, allow: []})
   }
   const unapprovedApps = computePlan({}, paths, state).unapproved.map((a) => ({appId: a.appId, installation: a.installation.path}))
   return {extensions: extensions.sort((a, b) => a.name.localeCompare(b.name)), unapprovedApps}

@@ -55,6 +55,8 @@ export interface ManagedExtension {
   touchesPolkit: boolean
   /** Release EXTENSION_RELOAD_MANAGER=1 (systemd >= 255 reloads itself). */
   reloadManager: boolean
+  /** Extras the admin granted this extension (install --allow); updates are held to them. */
+  allow?: string[]
 }
 
 /** Recorded before the host is changed; removed when the change is complete or undone. */
@@ -73,6 +75,8 @@ export interface PendingChange {
 export interface Approval {
   appId: string
   approvedAt: string
+  /** Extras granted with the approval (approve/install --allow); sync holds every update to them. */
+  allow?: string[]
 }
 
 export interface State {
@@ -80,6 +84,11 @@ export interface State {
   extensions: Record<string, ManagedExtension>
   pending: Record<string, PendingChange>
   approvals: Record<string, Approval>
+}
+
+/** The extras recorded for an extension name or app id: its managed record's, else its approval's. */
+export function grantedExtras(state: State, key: string): string[] | undefined {
+  return state.extensions[key]?.allow ?? state.approvals[key]?.allow
 }
 
 export function emptyState(): State {

@@ -10,7 +10,7 @@ import {type AppDeploy, type FlatpakEnv, appsIn, systemInstallations} from '../f
 import {type ApprovalPolicy, policyApproves, readPolicy} from '../flatpak/policy.js'
 import type {Emit, StepRecord} from './events.js'
 import {type Change, type ChangeOutcome, applyChanges, openSession, preflight, validateAndPlan} from './install.js'
-import {DEFAULT_PATHS, type Paths, type State, readState} from './state.js'
+import {DEFAULT_PATHS, type Paths, type State, grantedExtras, readState} from './state.js'
 
 export interface SyncPlan {
   /** Approved apps to install or update, with why they are approved. */
@@ -126,7 +126,7 @@ export async function sync(options: SyncOptions, emit: Emit): Promise<SyncResult
       const changes: Change[] = []
       for (const {app} of plan.install) {
         try {
-          const {validated, plan: installPlan} = await validateAndPlan(app.appId, {installationPath: app.installation.path}, session.state, paths,
+          const {validated, plan: installPlan} = await validateAndPlan(app.appId, {installationPath: app.installation.path, allow: grantedExtras(session.state, app.appId)}, session.state, paths,
             session.state.extensions[app.appId]?.target ?? 'local', emit, steps)
           if (installPlan.action !== 'unchanged') changes.push({kind: 'install', plan: installPlan, tree: validated.tree})
         } catch (error) {

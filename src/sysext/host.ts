@@ -31,6 +31,10 @@ export interface Host {
   /** lstat of an absolute path inside root (symlinks not followed). */
   lstat(path: string): HostFile | undefined
   readlink(path: string): string | undefined
+  /** Names in a directory inside root (sorted), or undefined when it is not one. */
+  readdir(path: string): string[] | undefined
+  /** A regular file's text (at most 1 MiB) inside root, or undefined. */
+  readText(path: string): string | undefined
   /**
    * The merged extension that provides `path` (absolute, under /usr or /opt), when
    * the file seen on the host comes from an extension rather than from the OS.
@@ -212,6 +216,22 @@ export function loadHost(root = '/'): Host {
       return undefined
     }
   }
+  const readdir = (p: string): string[] | undefined => {
+    try {
+      return readdirSync(posix.join(resolvedRoot, p)).sort()
+    } catch {
+      return undefined
+    }
+  }
+  const readText = (p: string): string | undefined => {
+    try {
+      const abs = posix.join(resolvedRoot, p)
+      const s = lstatSync(abs)
+      return s.isFile() && s.size <= 1024 * 1024 ? readFileSync(abs, 'utf8') : undefined
+    } catch {
+      return undefined
+    }
+  }
   const images = mergedImages(resolvedRoot)
   const extensionProviding = (p: string): string | undefined =>
     images.find((image) => {
@@ -232,6 +252,8 @@ export function loadHost(root = '/'): Host {
     libraryDirs: libraryDirs(resolvedRoot, lstat),
     lstat,
     readlink,
+    readdir,
+    readText,
   }
 }
 

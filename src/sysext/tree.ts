@@ -45,10 +45,7 @@ export const TEXT_DIRS = [
   'usr/share/dbus-1/system-services',
   'usr/share/dbus-1/system.d',
   'usr/share/polkit-1/actions',
-  'usr/share/polkit-1/rules.d',
   'usr/lib/systemd/system',
-  'usr/lib/sysusers.d',
-  'usr/lib/tmpfiles.d',
 ]
 const MAX_TEXT = 1024 * 1024
 

@@ -54,6 +54,8 @@ export interface ValidationReport {
   path: string
   origin: 'path' | 'flatpak'
   host: HostSummary
+  /** Extras granted for this judgement (--allow). */
+  allowed: string[]
   findings: Finding[]
   ok: boolean
 }
@@ -91,6 +93,8 @@ export interface ValidateOptions extends TargetOptions {
   name?: string
   hostRoot?: string
   strict?: boolean
+  /** Extras the admin grants this extension (confinement.ts EXTRAS). */
+  allow?: readonly string[]
 }
 
 export interface Validated {
@@ -105,7 +109,7 @@ export function validate(target: string, options: ValidateOptions = {}): Validat
   const host = loadHost(options.hostRoot ?? '/')
   const tree = scanTree(resolved.path)
   const name = extensionName(tree, options.name, resolved.app)
-  const findings = runRules({tree, host, name, origin: resolved.origin}, options.strict)
+  const findings = runRules({tree, host, name, origin: resolved.origin, allow: options.allow}, options.strict)
   return {
     tree,
     host,
@@ -115,6 +119,7 @@ export function validate(target: string, options: ValidateOptions = {}): Validat
       path: resolved.path,
       origin: resolved.origin,
       host: summarizeHost(host),
+      allowed: [...(options.allow ?? [])],
       findings,
       ok: !findings.some((f) => f.severity === 'error'),
     },

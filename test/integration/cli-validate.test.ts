@@ -22,7 +22,7 @@ describe('validate', () => {
     const r = cli(['validate', good, '--host-root', host, '--json'])
     assert.equal(r.code, 0, r.stderr)
     const report = JSON.parse(r.stdout)
-    assert.deepEqual(Object.keys(report).sort(), ['findings', 'host', 'name', 'ok', 'origin', 'path'])
+    assert.deepEqual(Object.keys(report).sort(), ['allowed', 'findings', 'host', 'name', 'ok', 'origin', 'path'])
     assert.equal(report.name, NAME)
     assert.equal(report.ok, true)
     assert.deepEqual(report.findings, [])
@@ -38,22 +38,22 @@ describe('validate', () => {
     assert.equal(report.ok, false)
     assert.equal(report.name, null)
     for (const f of report.findings) assert.deepEqual(Object.keys(f).sort(), ['file', 'hint', 'message', 'rule', 'severity'])
-    assert.deepEqual(report.findings.map((f: {rule: string}) => f.rule).sort(), ['file-writable', 'layout-ignored-top-level', 'release-missing'])
+    assert.deepEqual(report.findings.map((f: {rule: string}) => f.rule).sort(), ['confine-path', 'file-writable', 'layout-ignored-top-level', 'release-missing'])
   })
 
   test('human output groups by file and ends with a verdict', () => {
     const bad = makeTree({'usr/share/x': {content: 'x', mode: 0o666}})
     const r = cli(['validate', bad, '--host-root', host])
     assert.equal(r.code, 1)
-    assert.match(r.stdout, /^usr\/share\/x\n {2}error {3}usr\/share\/x is world-writable/m)
+    assert.match(r.stdout, /^usr\/share\/x\n {2}error {3}usr\/share\/x is outside what an app's extension may contain.*\[confine-path\]\n.*\n {2}error {3}usr\/share\/x is world-writable/m)
     assert.match(r.stdout, /Hint: chmod go-w/)
-    assert.match(r.stdout, /FAILED: .*2 errors/)
+    assert.match(r.stdout, /FAILED: .*3 errors/)
   })
 
   test('--strict turns warnings into errors', () => {
     const warned = makeTree({
       [`usr/lib/extension-release.d/extension-release.${NAME}`]: 'ID=_any\n',
-      'usr/share/mine': {content: 'x', uid: 1000},
+      'usr/share/org.example.App/mine': {content: 'x', uid: 1000},
     })
     assert.equal(cli(['validate', warned, '--host-root', host]).code, 0)
     const strict = cli(['validate', warned, '--host-root', host, '--strict', '--json'])
@@ -82,7 +82,7 @@ describe('validate', () => {
     const installation = makeTree({
       'app/org.example.App/current': {symlink: 'x86_64/stable'},
       'app/org.example.App/x86_64/stable/active': {symlink: 'abc'},
-      'app/org.example.App/x86_64/stable/abc/files/lib/extensions/usr/share/x': 'x',
+      'app/org.example.App/x86_64/stable/abc/files/lib/extensions/usr/share/org.example.App/x': 'x',
     })
     const config = makeTree({'installations.d/extra.conf': `[Installation "extra"]\nPath=${installation}\n`})
     const env = {FLATPAK_SYSTEM_DIR: makeTree({'.keep': ''}), FLATPAK_CONFIG_DIR: config, FLATPAK_USER_DIR: '/nonexistent'}
@@ -102,6 +102,8 @@ describe('release', () => {
     const tree = makeTree({
       'usr/libexec/org.example.App/helper': {content: '#!/bin/sh\n', mode: 0o755},
       'usr/lib/systemd/system/example.service': '[Service]\nExecStart=/usr/libexec/org.example.App/helper\n',
+      'usr/share/dbus-1/system-services/org.example.App.service':
+        '[D-BUS Service]\nName=org.example.App\nExec=/usr/libexec/org.example.App/helper\nUser=root\nSystemdService=example.service\n',
     })
     const r = cli(['release', tree, '--name', NAME, '--json'])
     assert.equal(r.code, 0, r.stderr)
@@ -120,7 +122,7 @@ describe('release', () => {
   })
 
   test('refuses to write into a Flatpak deploy and suggests --output; --output stages a copy', () => {
-    const deploy = makeTree({deploy: '', metadata: '[Application]\n', 'files/lib/extensions/usr/share/x': 'x'})
+    const deploy = makeTree({deploy: '', metadata: '[Application]\n', 'files/lib/extensions/usr/share/org.example.App/x': 'x'})
     const tree = `${deploy}/files/lib/extensions`
     const refused = cli(['release', tree, '--name', NAME])
     assert.equal(refused.code, 1)
@@ -130,7 +132,7 @@ describe('release', () => {
     const staged = cli(['release', tree, '--name', NAME, '--output', out, '--json'])
     assert.equal(staged.code, 0, staged.stderr)
     assert.equal(JSON.parse(staged.stdout).staged.linked, 1)
-    assert.equal(statSync(`${out}/usr/share/x`).ino, statSync(`${tree}/usr/share/x`).ino)
+    assert.equal(statSync(`${out}/usr/share/org.example.App/x`).ino, statSync(`${tree}/usr/share/org.example.App/x`).ino)
     assert.equal(cli(['validate', out, '--host-root', host]).code, 0)
   })
 

@@ -63,7 +63,7 @@ describe('build:extension', () => {
   })
 
   test('the CLI validates the tree: no errors, the host would merge it', () => {
-    const r = run(process.execPath, [CLI, 'validate', out, '--json'])
+    const r = run(process.execPath, [CLI, 'validate', out, '--json', '--allow', 'commands', '--allow', 'boot-units', '--allow', 'flatpak-triggers'])
     assert.equal(r.code, 0, r.stdout + r.stderr)
     const report = JSON.parse(r.stdout)
     assert.equal(report.name, 'sysext-helper')
@@ -137,7 +137,7 @@ describe('build:extension', () => {
   })
 
   test('the bundled CLI validates its own tree, and errors come out as JSON with codes', () => {
-    const ok = run(join(copy, LIB, 'node'), [join(copy, LIB, 'cli.js'), 'validate', copy, '--json'])
+    const ok = run(join(copy, LIB, 'node'), [join(copy, LIB, 'cli.js'), 'validate', copy, '--json', '--allow', 'commands', '--allow', 'boot-units', '--allow', 'flatpak-triggers'])
     assert.equal(ok.code, 0, ok.stdout + ok.stderr)
     assert.equal(JSON.parse(ok.stdout).ok, true)
     const missing = run(join(copy, LIB, 'node'), [join(copy, LIB, 'cli.js'), 'validate', '/nonexistent', '--json'])

@@ -9,9 +9,9 @@ import {DEBIAN_12, type FileSpec, makeHostRoot, makeTree} from './fixtures.js'
 
 let defaultHost: string | undefined
 
-export function findingsFor(treeRoot: string, options: {name?: string; hostRoot?: string; origin?: 'path' | 'flatpak'} = {}): Finding[] {
+export function findingsFor(treeRoot: string, options: {name?: string; hostRoot?: string; origin?: 'path' | 'flatpak'; allow?: string[]} = {}): Finding[] {
   const hostRoot = options.hostRoot ?? (defaultHost ??= makeHostRoot(DEBIAN_12))
-  return runRules({tree: scanTree(treeRoot), host: loadHost(hostRoot), name: options.name, origin: options.origin ?? 'path'})
+  return runRules({tree: scanTree(treeRoot), host: loadHost(hostRoot), name: options.name, origin: options.origin ?? 'path', allow: options.allow})
 }
 
 export function rulesOf(findings: Finding[]): string[] {
@@ -19,8 +19,8 @@ export function rulesOf(findings: Finding[]): string[] {
 }
 
 /** Runs one rule set over a tree built from `files`, against a Debian 12 host holding `hostFiles`. */
-export function checkRuleSet(ruleSet: RuleSet, files: Record<string, FileSpec>, hostFiles: Record<string, FileSpec> = {}): Finding[] {
-  return ruleSet.check({tree: scanTree(makeTree(files)), host: loadHost(makeHostRoot(DEBIAN_12, hostFiles)), name: undefined, origin: 'path'})
+export function checkRuleSet(ruleSet: RuleSet, files: Record<string, FileSpec>, hostFiles: Record<string, FileSpec> = {}, allow: string[] = [], name?: string): Finding[] {
+  return ruleSet.check({tree: scanTree(makeTree(files)), host: loadHost(makeHostRoot(DEBIAN_12, hostFiles)), name, origin: 'path', allow})
 }
 
 /** Asserts a finding of `rule` with `severity` on `file` (one-line message and hint), and returns it. */

@@ -108,7 +108,7 @@ describe('release rules on trees', () => {
     assert.equal(f[0].file, 'usr/lib/extension-release.d/extension-release.other')
   })
   test('release-not-regular: a symlink', () => {
-    const tree = makeTree({...payload, 'usr/lib/extension-release.d/real': 'ID=_any\n', [REL]: {symlink: 'real'}})
+    const tree = makeTree({...payload, 'usr/share/org.example.App/release': 'ID=_any\n', [REL]: {symlink: '../../share/org.example.App/release'}})
     assert.deepEqual(rulesOf(findingsFor(tree, {name: 'org.example.App'})), ['release-not-regular'])
   })
   test('release-empty', () => {

@@ -204,23 +204,59 @@ describe('bus policy rules', () => {
     assertNo(check(good), 'bus-policy-root')
   })
 
-  test('bus-policy-own-any: own="*", own_prefix="" and a one-element own_prefix', () => {
-    for (const allow of ['<allow own="*"/>', '<allow own_prefix=""/>', '<allow own_prefix="org"/>']) {
+  test('bus-policy-unbound: owning names the extension does not declare', () => {
+    for (const allow of ['<allow own="*"/>', '<allow own_prefix=""/>', '<allow own_prefix="org"/>', '<allow own_prefix="org.freedesktop"/>', '<allow own="org.freedesktop.timedate1"/>', '<allow own_prefix="org.example"/>']) {
       const findings = check({...good, [POLICY]: policy(`<policy user="root"><allow own="org.example.App1"/></policy>\n<policy user="app1">${allow}</policy>`)})
-      assert.match(assertFinding(findings, 'bus-policy-own-any', 'error', POLICY).message, /^Line 3: /)
+      assert.match(assertFinding(findings, 'bus-policy-unbound', 'error', POLICY).message, /^Line 3: .*which no service file of the extension declares/)
     }
-    assertNo(check({...good, [POLICY]: policy('<policy user="root"><allow own_prefix="org.example.App1"/></policy>')}), 'bus-policy-own-any')
-    assertNo(check(good), 'bus-policy-own-any')
+    assertNo(check({...good, [POLICY]: policy('<policy user="root"><allow own_prefix="org.example.App1"/></policy>')}), 'bus-policy-unbound')
+    assertNo(check(good), 'bus-policy-unbound')
   })
 
-  test('bus-policy-send-any: send_destination="*" for everyone', () => {
-    for (const who of ['context="default"', 'context="mandatory"', 'user="*"']) {
-      const findings = check({...good, [POLICY]: policy(`<policy user="root"><allow own="org.example.App1"/></policy>\n<policy ${who}><allow send_destination="*"/></policy>`)})
-      assert.ok(assertFinding(findings, 'bus-policy-send-any', 'error', POLICY).message.includes(`in <policy ${who}> lets every user call every service`))
+  test('bus-policy-unbound: send and receive rules must name the extension as destination or sender, for every policy', () => {
+    const opened = [
+      ['context="default"', '<allow send_destination="*"/>', /messages to '\*'/],
+      ['user="*"', '<allow send_destination="*"/>', /messages to '\*'/],
+      ['user="root"', '<allow send_destination="*"/>', /messages to '\*'/],
+      ['context="default"', '<allow send_type="method_call"/>', /no send_destination=, so it applies to messages to every service/],
+      ['user="alice"', '<allow send_interface="org.freedesktop.systemd1.Manager"/>', /no send_destination=/],
+      ['group="users"', '<allow send_destination_prefix="org"/>', /messages to 'org'/],
+      ['context="default"', '<allow receive_type="method_call"/>', /no receive_sender=/],
+      ['context="default"', '<allow receive_sender="org.freedesktop.login1"/>', /messages from 'org\.freedesktop\.login1'/],
+      ['context="default"', '<deny send_destination="org.freedesktop.login1"/>', /messages to 'org\.freedesktop\.login1'/],
+      ['context="default"', '<allow user="*"/>', /a connection rule/],
+      ['context="default"', '<allow/>', /names no destination, sender or name/],
+    ] as const
+    for (const [who, rule, why] of opened) {
+      const findings = check({...good, [POLICY]: policy(`<policy user="root"><allow own="org.example.App1"/></policy>\n<policy ${who}>${rule}</policy>`)})
+      const f = assertFinding(findings, 'bus-policy-unbound', 'error', POLICY)
+      assert.ok(f.message.includes(`in <policy ${who}> reaches beyond the extension`), f.message)
+      assert.match(f.message, why)
     }
-    // Root may talk to anything already; a rule for it alone does not open the bus.
-    assertNo(check({...good, [POLICY]: policy('<policy user="root"><allow own="org.example.App1"/><allow send_destination="*"/></policy>')}), 'bus-policy-send-any')
-    assertNo(check(good), 'bus-policy-send-any')
+    const bound = '<policy context="default"><allow send_destination="org.example.App1" send_interface="org.example.App1"/><allow receive_sender="org.example.App1"/><deny send_destination="org.example.App1" send_member="Secret"/><allow send_destination_prefix="org.example.App1.Sub"/></policy>'
+    assertNo(check({...good, [POLICY]: policy(`<policy user="root"><allow own="org.example.App1"/></policy>${bound}`)}), 'bus-policy-unbound')
+  })
+
+  test('bus-policy-mandatory: a mandatory context overrides the host', () => {
+    const findings = check({...good, [POLICY]: policy('<policy user="root"><allow own="org.example.App1"/></policy><policy context="mandatory"><allow send_destination="org.example.App1"/></policy>')})
+    assertFinding(findings, 'bus-policy-mandatory', 'error', POLICY)
+    assertNo(check(good), 'bus-policy-mandatory')
+  })
+
+  test('bus-policy-element: anything but policies of allow/deny rules', () => {
+    for (const element of ['<includedir>/tmp/evil</includedir>', '<limit name="max_incoming_bytes">1</limit>', '<servicedir>/tmp</servicedir>', '<policy context="default"><associate own="x"/></policy>']) {
+      const findings = check({...good, [POLICY]: policy(`<policy user="root"><allow own="org.example.App1"/></policy>${element}`)})
+      assertFinding(findings, 'bus-policy-element', 'error', POLICY)
+    }
+    assertNo(check(good), 'bus-policy-element')
+  })
+
+  test('dbus-service-name-host: a name the host has a service file or a policy for', () => {
+    const hostWith = (files: Record<string, FileSpec>) => checkRuleSet(dbusRules, good, {...hostFiles, ...files})
+    const f = assertFinding(hostWith({'usr/share/dbus-1/system.d/timedate.conf': policy('<policy user="root"><allow own="org.example.App1"/></policy>')}), 'dbus-service-name-host', 'error', FILE)
+    assert.match(f.message, /already a name of the host \(\/usr\/share\/dbus-1\/system\.d\/timedate\.conf\)/)
+    assertFinding(hostWith({'usr/local/share/dbus-1/system-services/org.example.App1.service': 'x'}), 'dbus-service-name-host', 'error', FILE)
+    assertNo(check(good), 'dbus-service-name-host')
   })
 
   test('bus-policy-eavesdrop: any eavesdrop="true" allow', () => {

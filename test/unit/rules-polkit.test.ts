@@ -99,11 +99,25 @@ describe('polkit action file rules', () => {
     assertNo(check(good), 'polkit-allow-any-yes')
   })
 
-  test('polkit-rules-file: a JavaScript rule shipped in usr/share/polkit-1/rules.d', () => {
-    const rules = 'usr/share/polkit-1/rules.d/50-org.example.App1.rules'
-    const findings = check({...good, [rules]: 'polkit.addRule(function(action, subject) { return polkit.Result.YES; });\n'})
-    assertFinding(findings, 'polkit-rules-file', 'error', rules)
-    assertNo(check({...good, 'usr/share/polkit-1/rules.d/README': 'not a rule\n'}), 'polkit-rules-file')
-    assertNo(check(good), 'polkit-rules-file')
+  test('polkit-action-host: redefining an action the host defines', () => {
+    const host = {'usr/share/polkit-1/actions/org.freedesktop.systemd1.policy': policyconfig(action('org.freedesktop.systemd1.manage-units'))}
+    const findings = checkRuleSet(polkitRules, {[FILE]: policyconfig(action('org.freedesktop.systemd1.manage-units', 'yes', 'yes', 'yes'))}, host)
+    const f = assertFinding(findings, 'polkit-action-host', 'error', FILE)
+    assert.match(f.message, /already defined by the host \(\/usr\/share\/polkit-1\/actions\/org\.freedesktop\.systemd1\.policy\)/)
+    assertNo(checkRuleSet(polkitRules, good, host), 'polkit-action-host')
+  })
+
+  test('polkit-imply-outside: implying an action the extension does not define', () => {
+    const implying = (implied: string) => action('org.example.App1.configure').replace('</defaults>', `</defaults>\n    <annotate key="org.freedesktop.policykit.imply">${implied}</annotate>`)
+    const f = assertFinding(check({[FILE]: policyconfig(implying('org.example.App1.other org.freedesktop.login1.reboot'), action('org.example.App1.other'))}), 'polkit-imply-outside', 'error', FILE)
+    assert.match(f.message, /implies org\.freedesktop\.login1\.reboot,/)
+    assertNo(check({[FILE]: policyconfig(implying('org.example.App1.other'), action('org.example.App1.other'))}), 'polkit-imply-outside')
+  })
+
+  test('polkit-exec-path-outside: pkexec of a program the extension does not ship', () => {
+    const withPath = (path: string) => policyconfig(action('org.example.App1.run', 'yes', 'yes', 'yes').replace('</defaults>', `</defaults>\n    <annotate key="org.freedesktop.policykit.exec.path">${path}</annotate>`))
+    const host = {'usr/bin/bash': {content: '', mode: 0o755}}
+    assertFinding(checkRuleSet(polkitRules, {[FILE]: withPath('/usr/bin/bash')}, host), 'polkit-exec-path-outside', 'error', FILE)
+    assertNo(checkRuleSet(polkitRules, {[FILE]: withPath('/usr/libexec/org.example.App1/tool'), 'usr/libexec/org.example.App1/tool': {content: '', mode: 0o755}}, host), 'polkit-exec-path-outside')
   })
 })

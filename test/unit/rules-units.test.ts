@@ -32,7 +32,7 @@ describe('unit rules: a correct unit', () => {
     assert.deepEqual(check({
       [`${UNITS}/app1.socket`]: '[Socket]\nListenStream=/run/app1.sock\nExecStartPre=/usr/libexec/org.example.App1-helper --prepare\n',
       [`${UNITS}/app1.timer`]: '[Timer]\nOnCalendar=daily\n',
-      [`${UNITS}/app1-cleanup.service`]: '[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStop=/usr/libexec/org.example.App1-helper --cleanup\n',
+      [`${UNITS}/app1.service`]: '[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStop=/usr/libexec/org.example.App1-helper --cleanup\n',
       'usr/libexec/org.example.App1-helper': HELPER,
     }), [])
   })
@@ -146,5 +146,50 @@ describe('unit file rules', () => {
     assertNo(check({...good, [FILE]: `${GOOD_UNIT}[Install]\nAlias=dbus-org.example.App1.service\n`,
       'usr/share/dbus-1/system-services/org.example.App1.service':
         '[D-BUS Service]\nName=org.example.App1\nExec=/bin/false\nUser=root\nSystemdService=dbus-org.example.App1.service\n'}), 'unit-bus-name-not-activatable')
+  })
+})
+
+describe('unit confinement rules', () => {
+  const withHost = (files: Record<string, FileSpec>, host: Record<string, FileSpec>, allow: string[] = []) => checkRuleSet(unitsRules, files, {...hostFiles, ...host}, allow)
+  test('unit-name-host: a unit name the host already has, in any of its unit directories', () => {
+    for (const dir of ['usr/lib/systemd/system', 'etc/systemd/system', 'usr/local/lib/systemd/system']) {
+      const f = assertFinding(withHost(good, {[`${dir}/org.example.App1.service`]: '[Service]\nExecStart=/bin/true\n'}), 'unit-name-host', 'error', FILE)
+      assert.ok(f.message.includes(`/${dir}/org.example.App1.service`))
+    }
+    assertNo(check(good), 'unit-name-host')
+  })
+  test('unit-host-reference: the host already names the unit to start (a .wants link, a Wants= line)', () => {
+    assert.match(assertFinding(withHost(good, {'etc/systemd/system/multi-user.target.wants/org.example.App1.service': {symlink: '/usr/lib/systemd/system/org.example.App1.service'}}),
+      'unit-host-reference', 'error', FILE).message, /multi-user\.target\.wants\/org\.example\.App1\.service/)
+    assert.match(assertFinding(withHost(good, {'usr/lib/systemd/system/host.service': '[Unit]\nWants=network.target org.example.App1.service\n[Service]\nExecStart=/bin/true\n'}),
+      'unit-host-reference', 'error', FILE).message, /host\.service \(Wants=\)/)
+    assertNo(check(good), 'unit-host-reference')
+  })
+  test('unit-install: [Install] enablement needs the boot-units extra', () => {
+    const installed = {...good, [FILE]: `${GOOD_UNIT}\n[Install]\nWantedBy=multi-user.target\n`}
+    assert.match(assertFinding(check(installed), 'unit-install', 'error', FILE).message, /^Line 12: \[Install\] WantedBy=multi-user\.target/)
+    assertNo(withHost(installed, {}, ['boot-units']), 'unit-install')
+    assertNo(check(good), 'unit-install')
+  })
+  test('unit-alias-host: an Alias= of a host unit, even with boot-units', () => {
+    const aliased = {...good, [FILE]: `${GOOD_UNIT}\n[Install]\nAlias=dbus-org.freedesktop.login1.service\n`}
+    const host = {'usr/lib/systemd/system/dbus-org.freedesktop.login1.service': '[Service]\nExecStart=/bin/true\n'}
+    assertFinding(withHost(aliased, host, ['boot-units']), 'unit-alias-host', 'error', FILE)
+    assertNo(withHost(good, host), 'unit-alias-host')
+  })
+  test('unit-affects-host: Conflicts=, OnFailure= and the like naming host units', () => {
+    for (const key of ['Conflicts=ssh.service', 'OnFailure=reboot.target', 'PropagatesStopTo=dbus.service', 'Upholds=getty@tty1.service']) {
+      const findings = check({...good, [FILE]: GOOD_UNIT.replace('[Service]', `${key}\n\n[Service]`)})
+      assertFinding(findings, 'unit-affects-host', 'error', FILE)
+    }
+    assertNo(check({...good, [FILE]: GOOD_UNIT.replace('[Service]', 'Wants=dbus.socket\nAfter=dbus.socket\n\n[Service]')}), 'unit-affects-host')
+  })
+  test('unit-unreferenced: a service nothing in the extension starts on demand', () => {
+    const extra = `${UNITS}/org.example.App1-extra.service`
+    const files = {...good, [extra]: '[Service]\nExecStart=/usr/libexec/org.example.App1-helper\n'}
+    assertFinding(check(files), 'unit-unreferenced', 'error', extra)
+    assertNo(check({...files, [FILE]: GOOD_UNIT.replace('[Service]', 'Requires=org.example.App1-extra.service\n\n[Service]')}), 'unit-unreferenced')
+    assertNo(withHost(files, {}, ['boot-units']), 'unit-unreferenced')
+    assertNo(check(good), 'unit-unreferenced')
   })
 })

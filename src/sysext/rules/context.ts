@@ -9,6 +9,8 @@ export interface RuleContext {
   name: string | undefined
   /** 'flatpak' when the tree is an app's deployed lib/extensions. */
   origin: 'path' | 'flatpak'
+  /** Extras the admin granted this extension (see confinement.ts). */
+  allow?: readonly string[]
 }
 
 /** A group of rules: their ids with one-line descriptions, and the check. */
@@ -16,4 +18,9 @@ export interface RuleSet {
   /** rule id -> what it checks (one line; listed by `sysext-helper rules`). */
   rules: Record<string, string>
   check(ctx: RuleContext): Finding[]
+}
+
+/** Whether `path` (absolute) exists on the host other than as this extension's own merged file. */
+export function onHost(ctx: RuleContext, path: string): boolean {
+  return ctx.host.lstat(path) !== undefined && ctx.host.extensionProviding(path) !== (ctx.name ?? '')
 }

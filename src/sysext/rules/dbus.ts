@@ -9,7 +9,7 @@ import {resolveMerged} from '../host.js'
 import {parseKeyFile} from '../../formats/keyfile.js'
 import {type Tree, childrenOf} from '../tree.js'
 import {type XmlElement, descendants, parseXml} from '../../formats/xml.js'
-import type {RuleContext, RuleSet} from './context.js'
+import {type RuleContext, type RuleSet, onHost} from './context.js'
 
 const SERVICES_DIR = 'usr/share/dbus-1/system-services'
 const POLICY_DIR = 'usr/share/dbus-1/system.d'
@@ -73,6 +73,22 @@ function unitWithAlias(tree: Tree, alias: string): string | undefined {
     if (entry.text === undefined) continue
     const aliases = unitValues(parseUnitFile(entry.text), 'Install', 'Alias').flatMap((a) => a.value.split(/\s+/))
     if (aliases.includes(alias)) return entry.path.slice(UNITS_DIR.length + 1)
+  }
+  return undefined
+}
+
+/** Whether the host already uses a bus name: a system service file or a bus policy of its own names it. */
+export function hostBusNameSource(ctx: RuleContext, name: string): string | undefined {
+  for (const dir of ['/usr/share/dbus-1/system-services', '/usr/local/share/dbus-1/system-services', '/lib/dbus-1/system-services']) {
+    if (onHost(ctx, `${dir}/${name}.service`)) return `${dir}/${name}.service`
+  }
+  for (const dir of ['/usr/share/dbus-1/system.d', '/etc/dbus-1/system.d']) {
+    for (const file of ctx.host.readdir(dir) ?? []) {
+      const path = `${dir}/${file}`
+      if (!file.endsWith('.conf') || !onHost(ctx, path)) continue
+      const text = ctx.host.readText(path)
+      if (text !== undefined && new RegExp(`own(_prefix)?\\s*=\\s*["']${name.replace(/\./g, '\\.')}["']`).test(text)) return path
+    }
   }
   return undefined
 }
@@ -182,40 +198,80 @@ function owns(allow: XmlElement, name: string): boolean {
   return own === name || (prefix !== undefined && (name === prefix || name.startsWith(`${prefix}.`)))
 }
 
-/** Policies every connection is subject to. */
-function appliesToEveryone(policy: XmlElement): boolean {
-  const {context, user, group} = policy.attrs
-  return context === 'default' || context === 'mandatory' || user === '*' || group === '*'
+/** `value` is one of the extension's names, or (for a prefix) lies under one. */
+function bound(value: string | undefined, names: Set<string>, prefix = false): boolean {
+  if (value === undefined) return false
+  return [...names].some((n) => value === n || (prefix && value.startsWith(`${n}.`)))
 }
 
 function policyWho(policy: XmlElement): string {
-  return Object.entries(policy.attrs).map(([k, v]) => `${k}="${v}"`).join(' ')
+  return Object.entries(policy.attrs).map(([k, v]) => `${k}="${v}"`).join(' ') || '(no attributes)'
 }
 
-function checkPolicy(file: string, root: XmlElement): Finding[] {
+/**
+ * Why one <allow>/<deny> rule is not confined to the extension's own names, or
+ * undefined when it is. dbus applies a rule to every message it matches, so an
+ * attribute left out widens it to all of them: the rule must name the
+ * destination (send), the sender (receive) or the name (own) it is about.
+ */
+function unboundRule(rule: XmlElement, names: Set<string>): string | undefined {
+  const a = rule.attrs
+  const keys = Object.keys(a)
+  if ('user' in a || 'group' in a)
+    return 'a connection rule (user=/group= on a rule) decides who may connect to the system bus at all'
+  if ('own' in a || 'own_prefix' in a) {
+    if (!bound(a.own, names) && !bound(a.own_prefix, names, true))
+      return `it is about owning ${a.own !== undefined ? `'${a.own}'` : `every name under '${a.own_prefix}'`}, which no service file of the extension declares (its names: ${[...names].join(', ') || 'none'})`
+    return undefined
+  }
+  const send = keys.some((k) => k.startsWith('send_'))
+  const receive = keys.some((k) => k.startsWith('receive_'))
+  if (send && !bound(a.send_destination, names) && !bound(a.send_destination_prefix, names, true))
+    return a.send_destination !== undefined || a.send_destination_prefix !== undefined
+      ? `it is about messages to '${a.send_destination ?? a.send_destination_prefix}', which is not a name of the extension`
+      : 'it has no send_destination=, so it applies to messages to every service on the bus'
+  if (receive && !bound(a.receive_sender, names))
+    return a.receive_sender !== undefined
+      ? `it is about messages from '${a.receive_sender}', which is not a name of the extension`
+      : 'it has no receive_sender=, so it applies to messages from every service on the bus'
+  if (!send && !receive) return 'it names no destination, sender or name, so it applies to everything'
+  return undefined
+}
+
+function checkPolicy(file: string, root: XmlElement, names: Set<string>): Finding[] {
   const findings: Finding[] = []
+  const hint = `A bus policy may only own the extension's names and allow or deny messages to them (send_destination=) or from them (receive_sender=); its names: ${[...names].join(', ') || 'none (the tree has no service file)'}.`
   for (const element of descendants(root)) {
-    if (element.name !== 'allow') continue
-    const {own, own_prefix: prefix, eavesdrop} = element.attrs
-    if (own === '*' || (prefix !== undefined && !prefix.includes('.'))) {
-      const what = own === '*' ? 'own="*"' : `own_prefix="${prefix}"`
-      const scope = own === '*' || prefix === '' ? 'any bus name' : `every bus name under '${prefix}.'`
-      findings.push(error('bus-policy-own-any', file,
-        `Line ${element.line}: <allow ${what}> lets its users own ${scope}, including names of system services, and so receive the calls meant for them.`,
-        'Allow own= only for the exact names the service owns.'))
-    }
-    if (eavesdrop === 'true')
+    if (element.name === 'allow' && element.attrs.eavesdrop === 'true')
       findings.push(error('bus-policy-eavesdrop', file,
         `Line ${element.line}: <allow eavesdrop="true"> lets its users read messages addressed to others on the system bus.`,
         'Remove eavesdrop="true"; monitoring belongs to root through BecomeMonitor.'))
   }
   for (const policy of root.children) {
-    if (policy.name !== 'policy' || !appliesToEveryone(policy)) continue
-    for (const allow of policy.children)
-      if (allow.name === 'allow' && allow.attrs.send_destination === '*')
-        findings.push(error('bus-policy-send-any', file,
-          `Line ${allow.line}: <allow send_destination="*"> in <policy ${policyWho(policy)}> lets every user call every service on the system bus, overriding their own policies.`,
-          'Allow send_destination= only for the service\'s own bus name.'))
+    if (policy.name !== 'policy') {
+      findings.push(error('bus-policy-element', file,
+        `Line ${policy.line}: <${policy.name}> configures the bus itself (limits, included files, service directories, listening addresses), not the extension's service.`,
+        'Keep only <policy> elements with <allow>/<deny> rules about the extension\'s own names.'))
+      continue
+    }
+    if (policy.attrs.context === 'mandatory') {
+      findings.push(error('bus-policy-mandatory', file,
+        `Line ${policy.line}: <policy context="mandatory"> overrides every other policy on the bus, the host's own included.`,
+        'Use <policy context="default"> (for everyone) or <policy user="…"> for the service\'s rules.'))
+      continue
+    }
+    for (const rule of policy.children) {
+      if (rule.name !== 'allow' && rule.name !== 'deny') {
+        findings.push(error('bus-policy-element', file, `Line ${rule.line}: <${rule.name}> inside <policy> is not a rule dbus knows; the whole file may be rejected.`,
+          'Use only <allow> and <deny> inside <policy>.'))
+        continue
+      }
+      const why = unboundRule(rule, names)
+      if (why)
+        findings.push(error('bus-policy-unbound', file,
+          `Line ${rule.line}: <${rule.name} ${Object.entries(rule.attrs).map(([k, v]) => `${k}="${v}"`).join(' ')}> in <policy ${policyWho(policy)}> reaches beyond the extension: ${why}.`,
+          hint))
+    }
   }
   return findings
 }
@@ -228,6 +284,16 @@ function check(ctx: RuleContext): Finding[] {
       findings.push(error('dbus-service-unreadable', entry.path, `D-Bus service file ${entry.path} cannot be read (${entry.readError}); it was not checked.`,
         'Make it a readable regular file (mode 0644, owned by root).'))
     else if (entry.text !== undefined) findings.push(...checkService(ctx, entry.path, entry.text))
+  }
+
+  const declared = new Set(serviceFiles(ctx.tree).filter((s) => !busNameProblem(s.name)).map((s) => s.name))
+  for (const service of serviceFiles(ctx.tree)) {
+    if (!declared.has(service.name)) continue
+    const source = hostBusNameSource(ctx, service.name)
+    if (source)
+      findings.push(error('dbus-service-name-host', service.file,
+        `${service.name} is already a name of the host (${source}); whoever owns it receives the calls meant for the host's service, root's included.`,
+        'Use a bus name of the app\'s own (its reverse-DNS app id, e.g. org.example.App1.Helper).'))
   }
 
   const policies: {file: string; root: XmlElement}[] = []
@@ -251,7 +317,7 @@ function check(ctx: RuleContext): Finding[] {
       continue
     }
     policies.push({file: entry.path, root: doc.root})
-    findings.push(...checkPolicy(entry.path, doc.root))
+    findings.push(...checkPolicy(entry.path, doc.root, declared))
   }
 
   for (const service of serviceFiles(ctx.tree)) {
@@ -286,8 +352,10 @@ export const dbusRules: RuleSet = {
     'bus-policy-unreadable': 'A bus policy file in dbus-1/system.d cannot be read.',
     'bus-policy-xml': 'A bus policy file is not well-formed XML.',
     'bus-policy-root': 'A bus policy file\'s root element is not <busconfig>.',
-    'bus-policy-own-any': 'A policy allows owning any bus name (own="*", or an own_prefix= of fewer than two elements).',
-    'bus-policy-send-any': 'A policy for everyone allows send_destination="*".',
+    'dbus-service-name-host': 'A service file for a bus name the host already has (a service file or a bus policy of the host owns it).',
+    'bus-policy-unbound': 'A bus policy rule not confined to the extension\'s own names (own= of another name, send_* without its send_destination=, receive_* without its receive_sender=, connection rules).',
+    'bus-policy-mandatory': 'A <policy context="mandatory">, which overrides every policy on the bus.',
+    'bus-policy-element': 'A bus policy element other than <policy> with <allow>/<deny> (limits, includes, service directories, ...).',
     'bus-policy-eavesdrop': 'A policy allows eavesdropping (eavesdrop="true").',
     'bus-policy-name-not-owned': 'A bus name of a tree service file is not owned by any <allow own>/own_prefix in the tree\'s policies (warning).',
   },

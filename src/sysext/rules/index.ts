@@ -1,4 +1,5 @@
 import type {RuleSet} from './context.js'
+import {confinementRules} from './confinement.js'
 import {dbusRules} from './dbus.js'
 import {executablesRules} from './executables.js'
 import {filesRules} from './files.js'
@@ -7,7 +8,7 @@ import {polkitRules} from './polkit.js'
 import {releaseRules} from './release.js'
 import {unitsRules} from './units.js'
 
-export const RULE_SETS: RuleSet[] = [releaseRules, layoutRules, filesRules, dbusRules, polkitRules, unitsRules, executablesRules]
+export const RULE_SETS: RuleSet[] = [releaseRules, layoutRules, confinementRules, filesRules, dbusRules, polkitRules, unitsRules, executablesRules]
 
 /** Every rule id with its description. */
 export function allRules(): Record<string, string> {

@@ -1,14 +1,14 @@
 /**
- * polkit actions and rules. polkitd reads /usr/share/polkit-1 on the host, so
+ * polkit actions (JavaScript rules are refused by confinement). polkitd reads /usr/share/polkit-1 on the host, so
  * what an extension puts there is trusted as much as the distribution's own.
  */
 import {type Finding, error, warning} from '../findings.js'
+import {resolveMerged} from '../host.js'
 import {childrenOf} from '../tree.js'
-import type {RuleContext, RuleSet} from './context.js'
+import {type RuleContext, type RuleSet, onHost} from './context.js'
 import {type XmlElement, parseXml} from '../../formats/xml.js'
 
 const ACTIONS_DIR = 'usr/share/polkit-1/actions'
-const RULES_DIR = 'usr/share/polkit-1/rules.d'
 const DEFAULT_KEYS = ['allow_any', 'allow_inactive', 'allow_active']
 const AUTH_VALUES = ['no', 'yes', 'auth_self', 'auth_admin', 'auth_self_keep', 'auth_admin_keep']
 
@@ -20,6 +20,71 @@ export function actionIdProblem(id: string): string | undefined {
   if (!id.includes('.')) return "has no '.'; action ids are reverse-DNS names such as org.example.App1.do-thing"
   if (id.startsWith('.') || id.endsWith('.')) return "starts or ends with '.'"
   return undefined
+}
+
+const HOST_ACTION_DIRS = ['/usr/share/polkit-1/actions', '/usr/local/share/polkit-1/actions']
+
+/** Action ids the host's own action files define (the extension's merged files excluded), with their file. */
+function hostActions(ctx: RuleContext): Map<string, string> {
+  const ids = new Map<string, string>()
+  for (const dir of HOST_ACTION_DIRS) {
+    for (const name of ctx.host.readdir(dir) ?? []) {
+      const path = `${dir}/${name}`
+      if (!name.endsWith('.policy') || !onHost(ctx, path)) continue
+      const text = ctx.host.readText(path)
+      const doc = text === undefined ? undefined : parseXml(text)
+      if (!doc || !('root' in doc)) continue
+      for (const action of doc.root.children) if (action.name === 'action' && action.attrs.id) ids.set(action.attrs.id, path)
+    }
+  }
+  return ids
+}
+
+/** Every action id the tree defines. */
+function treeActionIds(ctx: RuleContext): Set<string> {
+  const ids = new Set<string>()
+  for (const entry of childrenOf(ctx.tree, ACTIONS_DIR)) {
+    const doc = entry.text === undefined ? undefined : parseXml(entry.text)
+    if (doc && 'root' in doc) for (const action of doc.root.children) if (action.name === 'action' && action.attrs.id) ids.add(action.attrs.id)
+  }
+  return ids
+}
+
+/**
+ * An action may only speak for the extension: an id the host does not define
+ * (polkitd keeps one definition, so a second one can change the host's
+ * defaults), `imply` only of its own actions, and `exec.path` (what pkexec runs
+ * under this action) only of a program the tree ships.
+ */
+function checkConfined(ctx: RuleContext, file: string, root: XmlElement, host: Map<string, string>, own: Set<string>): Finding[] {
+  const findings: Finding[] = []
+  for (const action of root.children) {
+    if (action.name !== 'action' || !action.attrs.id) continue
+    const id = action.attrs.id
+    const defined = host.get(id)
+    if (defined)
+      findings.push(error('polkit-action-host', file,
+        `Line ${action.line}: action ${id} is already defined by the host (${defined}); a second definition can change who may do what the host's own service guards.`,
+        'Define actions only under the app\'s own reverse-DNS id (e.g. org.example.App1.do-thing).'))
+    for (const annotate of action.children.filter((c) => c.name === 'annotate')) {
+      const key = annotate.attrs.key
+      if (key === 'org.freedesktop.policykit.imply') {
+        const outside = annotate.text.split(/\s+/).filter((a) => a !== '' && !own.has(a))
+        if (outside.length > 0)
+          findings.push(error('polkit-imply-outside', file,
+            `Line ${annotate.line}: action ${id} implies ${outside.join(', ')}, which the extension does not define: whoever is granted ${id} would be granted those too.`,
+            'Imply only actions the extension itself defines, or drop the annotation.'))
+      } else if (key === 'org.freedesktop.policykit.exec.path') {
+        const program = annotate.text.trim()
+        const resolved = program.startsWith('/') ? resolveMerged(ctx.tree, ctx.host, program) : undefined
+        if (!resolved || resolved.source !== 'tree')
+          findings.push(error('polkit-exec-path-outside', file,
+            `Line ${annotate.line}: action ${id} sets exec.path ${program}, which the extension does not ship: pkexec would run that program as root under the extension's defaults.`,
+            'Point exec.path only at a program in the tree (usr/libexec/…), or drop the annotation.'))
+      }
+    }
+  }
+  return findings
 }
 
 function checkActions(file: string, root: XmlElement, seen: Map<string, string>): Finding[] {
@@ -60,6 +125,8 @@ function checkActions(file: string, root: XmlElement, seen: Map<string, string>)
 function check(ctx: RuleContext): Finding[] {
   const findings: Finding[] = []
   const seen = new Map<string, string>()
+  let host: Map<string, string> | undefined
+  const own = treeActionIds(ctx)
   for (const entry of childrenOf(ctx.tree, ACTIONS_DIR)) {
     if (!entry.path.endsWith('.policy')) continue
     if (entry.readError !== undefined) {
@@ -80,14 +147,9 @@ function check(ctx: RuleContext): Finding[] {
       continue
     }
     findings.push(...checkActions(entry.path, doc.root, seen))
+    findings.push(...checkConfined(ctx, entry.path, doc.root, (host ??= hostActions(ctx)), own))
   }
 
-  for (const entry of childrenOf(ctx.tree, RULES_DIR)) {
-    if (!entry.path.endsWith('.rules')) continue
-    findings.push(error('polkit-rules-file', entry.path,
-      `${entry.path} is a polkit JavaScript rule; merged into /usr/share/polkit-1/rules.d it runs in polkitd for every authorization check on the host and can grant any action to anyone.`,
-      'Remove it: declare actions with <defaults> in usr/share/polkit-1/actions, and leave rules to the administrator (/etc/polkit-1/rules.d).'))
-  }
   return findings
 }
 
@@ -100,7 +162,9 @@ export const polkitRules: RuleSet = {
     'polkit-action-duplicate': 'The same action id is defined twice in the tree.',
     'polkit-defaults-invalid': 'An allow_any/allow_inactive/allow_active value is not a polkit authorization value.',
     'polkit-allow-any-yes': 'allow_any=yes grants an action to every client without authentication (warning).',
-    'polkit-rules-file': 'The tree ships a polkit JavaScript rule in usr/share/polkit-1/rules.d.',
+    'polkit-action-host': 'An action id the host already defines (a second definition can change the host\'s defaults).',
+    'polkit-imply-outside': 'An org.freedesktop.policykit.imply annotation naming an action the extension does not define.',
+    'polkit-exec-path-outside': 'An org.freedesktop.policykit.exec.path annotation naming a program the extension does not ship.',
   },
   check,
 }

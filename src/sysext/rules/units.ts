@@ -6,8 +6,9 @@
 import {type UnitFile, parseExecCommand, parseUnitFile, unitValue, unitValues} from '../../formats/unit-file.js'
 import {type Finding, error, warning} from '../findings.js'
 import {type Resolved, resolveMerged} from '../host.js'
+import type {Host} from '../host.js'
 import {childrenOf} from '../tree.js'
-import type {RuleContext, RuleSet} from './context.js'
+import {type RuleContext, type RuleSet, onHost} from './context.js'
 import {UNITS_DIR, busNameProblem, serviceFiles} from './dbus.js'
 
 const UNIT_SUFFIX = /\.(service|socket|target|device|mount|automount|swap|timer|path|slice|scope)$/
@@ -119,8 +120,97 @@ function checkService(ctx: RuleContext, file: string, unit: UnitFile): Finding[]
   return findings
 }
 
+/** Where the host's systemd looks for units, in its order. */
+const HOST_UNIT_DIRS = ['/etc/systemd/system', '/run/systemd/system', '/usr/local/lib/systemd/system', '/usr/lib/systemd/system', '/lib/systemd/system']
+const DEPENDENCY_LINE = /^\s*(Wants|Requires|Requisite|BindsTo|Upholds|PartOf|OnFailure|OnSuccess|Also|Unit|Service|Sockets|WantedBy|RequiredBy)\s*=(.*)$/gm
+
+/** Per host: unit name -> where the host already names it as something to start (a .wants link, a dependency line). */
+const hostReferenceCache = new WeakMap<Host, Map<string, string>>()
+function hostReferences(ctx: RuleContext): Map<string, string> {
+  const cached = hostReferenceCache.get(ctx.host)
+  if (cached) return cached
+  const refs = new Map<string, string>()
+  for (const dir of HOST_UNIT_DIRS) {
+    for (const name of ctx.host.readdir(dir) ?? []) {
+      const path = `${dir}/${name}`
+      if (/\.(wants|requires|upholds)$/.test(name)) {
+        for (const linked of ctx.host.readdir(path) ?? []) if (!refs.has(linked)) refs.set(linked, `${path}/${linked}`)
+      } else if (UNIT_SUFFIX.test(name) && onHost(ctx, path)) {
+        const text = ctx.host.readText(path)
+        for (const m of text?.matchAll(DEPENDENCY_LINE) ?? []) for (const unit of m[2].trim().split(/\s+/)) if (unit && !refs.has(unit)) refs.set(unit, `${path} (${m[1]}=)`)
+      }
+    }
+  }
+  hostReferenceCache.set(ctx.host, refs)
+  return refs
+}
+
+/** Settings through which starting, stopping or failing one unit acts on others. */
+const ACTS_ON_OTHERS = ['Conflicts', 'OnFailure', 'OnSuccess', 'PropagatesReloadTo', 'ReloadPropagatedFrom', 'PropagatesStopTo', 'StopPropagatedFrom', 'Upholds', 'JoinsNamespaceOf']
+const INSTALL_KEYS = ['WantedBy', 'RequiredBy', 'UpheldBy', 'Also', 'Alias']
+
+/**
+ * A unit of the extension is confined to the extension: a name new to the host
+ * (and not already named by a host unit or .wants link, which would start it),
+ * started on demand (through a service file's SystemdService= or another of the
+ * tree's units), with no [Install] enablement unless granted, and no setting
+ * that stops, starts or reloads host units along with it.
+ */
+function checkConfined(ctx: RuleContext, file: string, unit: UnitFile, treeUnits: Set<string>, referenced: Set<string>): Finding[] {
+  const findings: Finding[] = []
+  const name = file.slice(UNITS_DIR.length + 1)
+  const bootUnits = (ctx.allow ?? []).includes('boot-units')
+  const hostCopy = HOST_UNIT_DIRS.find((dir) => onHost(ctx, `${dir}/${name}`))
+  if (hostCopy)
+    findings.push(error('unit-name-host', file, `${name} is already a unit of the host (${hostCopy}/${name}); the extension's copy would replace or fight the host's.`,
+      'Name units after the app (e.g. org.example.App1-helper.service).'))
+  const reference = hostReferences(ctx).get(name)
+  if (reference && !hostCopy)
+    findings.push(error('unit-host-reference', file, `The host already names ${name} to be started (${reference}); once merged, the host would start it by itself.`,
+      'Name the unit after the app, so nothing on the host refers to it.'))
+  for (const key of INSTALL_KEYS) {
+    for (const {value, line} of unitValues(unit, 'Install', key)) {
+      const hostNames = key === 'Alias' ? value.split(/\s+/).filter((a) => a && HOST_UNIT_DIRS.some((dir) => onHost(ctx, `${dir}/${a}`))) : []
+      if (hostNames.length > 0)
+        findings.push(error('unit-alias-host', file, `Line ${line}: Alias=${value} names the host's ${hostNames.join(', ')}; enabling ${name} would replace it.`,
+          'Drop the Alias=.'))
+      else if (!bootUnits)
+        findings.push(error('unit-install', file, `Line ${line}: [Install] ${key}=${value}: enabling ${name} would start it with the host (at boot, or with another unit), not when a client asks.`,
+          "Drop the [Install] section and let D-Bus activation start the unit; or, if the admin wants it, grant 'install --allow boot-units'."))
+    }
+  }
+  for (const key of ACTS_ON_OTHERS) {
+    for (const {value, line} of unitValues(unit, 'Unit', key)) {
+      const others = value.split(/\s+/).filter((u) => u && !treeUnits.has(u))
+      if (others.length > 0)
+        findings.push(error('unit-affects-host', file, `Line ${line}: ${key}=${value}: ${name} would act on the host's ${others.join(', ')} (${key === 'Conflicts' ? 'stopping it' : 'starting, stopping or reloading it'} along with itself).`,
+          `Drop ${key}=, or name only units the extension ships.`))
+    }
+  }
+  if (name.endsWith('.service') && !name.endsWith('@.service') && !referenced.has(name) && !bootUnits)
+    findings.push(error('unit-unreferenced', file, `Nothing in the extension starts ${name} on demand: no D-Bus service file names it in SystemdService= and none of its units refers to it.`,
+      `Point a service file's SystemdService= at ${name} (and set BusName=), or remove the unit.`))
+  return findings
+}
+
+/** Unit names the tree starts on demand: SystemdService= of its service files, and what its own units name. */
+function referencedUnits(ctx: RuleContext, units: Array<{name: string; unit: UnitFile}>): Set<string> {
+  const refs = new Set(serviceFiles(ctx.tree).map((s) => s.systemdService).filter((u): u is string => u !== undefined))
+  for (const {name, unit} of units) {
+    const trigger = /^(.+)\.(socket|timer|path)$/.exec(name)
+    if (trigger) refs.add(unitValue(unit, trigger[2][0].toUpperCase() + trigger[2].slice(1), 'Unit')?.value ?? `${trigger[1]}.service`)
+    for (const key of ['Wants', 'Requires', 'Requisite', 'BindsTo', 'OnFailure', 'OnSuccess', 'Upholds'])
+      for (const {value} of unitValues(unit, 'Unit', key)) for (const u of value.split(/\s+/)) if (u) refs.add(u)
+  }
+  return refs
+}
+
 function check(ctx: RuleContext): Finding[] {
   const findings: Finding[] = []
+  const parsed = childrenOf(ctx.tree, UNITS_DIR).filter((e) => UNIT_SUFFIX.test(e.path) && e.text !== undefined)
+    .map((e) => ({name: e.path.slice(UNITS_DIR.length + 1), unit: parseUnitFile(e.text as string)}))
+  const treeUnits = new Set(parsed.map((u) => u.name))
+  const referenced = referencedUnits(ctx, parsed)
   for (const entry of childrenOf(ctx.tree, UNITS_DIR)) {
     if (!UNIT_SUFFIX.test(entry.path)) continue
     if (entry.readError !== undefined) {
@@ -140,6 +230,7 @@ function check(ctx: RuleContext): Finding[] {
       findings.push(warning('unit-line-ignored', entry.path, `Line ${problem.line}: ${problem.message}`,
         'Fix or remove the line; systemd drops it and the setting it meant to make.'))
     findings.push(...checkExec(ctx, entry.path, unit))
+    findings.push(...checkConfined(ctx, entry.path, unit, treeUnits, referenced))
     if (entry.path.endsWith('.service')) findings.push(...checkService(ctx, entry.path, unit))
   }
   return findings
@@ -155,6 +246,12 @@ export const unitsRules: RuleSet = {
     'unit-service-exec-start': 'A service without ExecStart= or with several, which systemd only allows for Type=oneshot.',
     'unit-dbus-bus-name-missing': 'A Type=dbus service without BusName=.',
     'unit-bus-name-invalid': 'BusName= is not a valid well-known bus name.',
+    'unit-name-host': 'A unit whose name the host already has.',
+    'unit-host-reference': 'A unit the host already names to be started (a .wants/.requires link or a dependency of a host unit).',
+    'unit-install': 'An [Install] section (WantedBy=, RequiredBy=, Alias=, ...) without the boot-units extra: the unit would start with the host once enabled.',
+    'unit-alias-host': 'An Alias= naming a host unit.',
+    'unit-affects-host': 'Conflicts=, OnFailure=, PropagatesStopTo= and similar settings naming units the extension does not ship.',
+    'unit-unreferenced': 'A service unit nothing in the extension starts on demand (no SystemdService=, no unit of the tree names it) without the boot-units extra.',
     'unit-bus-name-not-activatable': 'A service with BusName= that no D-Bus service file in the tree activates through SystemdService= (warning).',
   },
   check,
