@@ -19,7 +19,10 @@ export default class Sync extends BaseCommand {
       for (const name of result.installed) this.log(`installed ${name}`)
       for (const name of result.updated) this.log(`updated ${name}`)
       for (const name of result.removed) this.log(`removed ${name}`)
-      for (const f of result.failed) this.log(`FAILED ${f.name}: ${f.message}${f.hint ? `\n  Hint: ${f.hint}` : ''}`)
+      for (const f of result.failed) {
+        this.log(`FAILED ${f.name}: ${f.message}${f.hint ? `\n  Hint: ${f.hint}` : ''}`)
+        for (const finding of f.findings ?? []) this.log(`  ${finding.file}: ${finding.message} [${finding.rule}]\n    Hint: ${finding.hint}`)
+      }
       if (!result.changed && result.failed.length === 0) this.log(`Nothing to do (${result.unchanged.length} up to date, ${result.unapproved.length} not approved).`)
     }
     if (result.failed.length > 0) process.exitCode = 1

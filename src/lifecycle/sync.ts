@@ -6,6 +6,7 @@
  */
 import {existsSync} from 'node:fs'
 import {HelperError} from '../errors.js'
+import type {Finding} from '../sysext/findings.js'
 import {type AppDeploy, type FlatpakEnv, appsIn, systemInstallations} from '../flatpak/installations.js'
 import {type ApprovalPolicy, policyApproves, readPolicy} from '../flatpak/policy.js'
 import type {Emit, StepRecord} from './events.js'
@@ -70,7 +71,8 @@ export interface SyncResult {
   installed: string[]
   updated: string[]
   removed: string[]
-  failed: Array<{name: string; code: string; message: string; hint?: string}>
+  /** Changes that failed; `findings` are the validation errors that refused an install or update (the merged version stays). */
+  failed: Array<{name: string; code: string; message: string; hint?: string; findings?: Finding[]}>
   unapproved: Array<{appId: string; installation: string}>
   unchanged: string[]
   steps: StepRecord[]
@@ -131,7 +133,8 @@ export async function sync(options: SyncOptions, emit: Emit): Promise<SyncResult
           if (installPlan.action !== 'unchanged') changes.push({kind: 'install', plan: installPlan, tree: validated.tree})
         } catch (error) {
           const e = error instanceof HelperError ? error : new HelperError('SYNC_FAILED', (error as Error).message, {cause: error})
-          result.failed.push({name: app.appId, code: e.code, message: e.message, hint: e.hint})
+          const findings = e.data?.findings as Finding[] | undefined
+          result.failed.push({name: app.appId, code: e.code, message: `${e.message}${session.state.extensions[app.appId] ? ' The merged version stays as it is.' : ''}`, hint: e.hint, findings})
         }
       }
       for (const r of plan.remove) changes.push({kind: 'remove', name: r.name})

@@ -25,7 +25,7 @@ for (const flavor of FLAVORS) {
     before(async () => {
       host = await bootHost(flavor, {noNode: true})
       copyExtensionInto(host, GUEST_EXT)
-      const r = await host.exec(`${GUEST_EXT}/usr/lib/sysext-helper/node`, [`${GUEST_EXT}/usr/lib/sysext-helper/cli.js`, 'install', GUEST_EXT, '--name', 'sysext-helper'], {timeout: 180_000})
+      const r = await host.exec(`${GUEST_EXT}/usr/lib/sysext-helper/node`, [`${GUEST_EXT}/usr/lib/sysext-helper/cli.js`, 'install', GUEST_EXT, '--name', 'sysext-helper', '--allow', 'commands', '--allow', 'boot-units', '--allow', 'flatpak-triggers'], {timeout: 180_000})
       assert.equal(r.exitCode, 0, r.stderr + r.stdout)
       await host.execOk('sh', ['-c', [
         'useradd --create-home --uid 1001 --user-group --shell /bin/bash other',

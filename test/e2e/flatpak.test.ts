@@ -58,7 +58,7 @@ for (const flavor of FLAVORS) {
     test('sysext-helper installs itself from its extension on a host without Node', async () => {
       assert.notEqual((await host.sh('command -v node')).exitCode, 0, 'the host must not have node')
       // Before the merge only the tree's own node can run its CLI (usr/bin/sysext-helper points into the merged /usr).
-      const r = await host.exec(`${GUEST_EXT}/usr/lib/sysext-helper/node`, [`${GUEST_EXT}/usr/lib/sysext-helper/cli.js`, 'install', GUEST_EXT, '--name', 'sysext-helper', '--target', 'persistent', '--json'], {timeout: 180_000})
+      const r = await host.exec(`${GUEST_EXT}/usr/lib/sysext-helper/node`, [`${GUEST_EXT}/usr/lib/sysext-helper/cli.js`, 'self-install', '--target', 'persistent', '--json'], {timeout: 180_000})
       assert.equal(r.exitCode, 0, r.stderr + r.stdout)
       assert.ok((await merged(host)).includes('sysext-helper'))
       assert.match((await host.execOk('/usr/bin/sysext-helper', ['--version'])).stdout, /^sysext-helper\//)
@@ -101,6 +101,31 @@ for (const flavor of FLAVORS) {
       assert.equal(state.extensions[APP].source.commit, deploy.split('/').pop())
       // The merged tree is a stage, never the deploy flatpak may delete.
       assert.match(state.extensions[APP].linkTarget, /^\/var\/lib\/sysext-helper\/stage\//)
+    })
+
+    test('an update that adds something outside what was approved is refused; the previous version stays merged', async () => {
+      const before = JSON.parse((await host.execOk('cat', ['/var/lib/sysext-helper/state.json'])).stdout).extensions[APP]
+      // v3: v2 plus a generator (runs as root at every daemon-reload) and a command on root's PATH.
+      await host.execOk('sh', ['-ec', `rm -rf /var/tmp/evil-v3; cp -r ${fixturePath('good-v2')} /var/tmp/evil-v3
+        mkdir -p /var/tmp/evil-v3/usr/lib/systemd/system-generators /var/tmp/evil-v3/usr/sbin
+        printf '#!/bin/sh\\ntouch /run/pwned-generator\\n' > /var/tmp/evil-v3/usr/lib/systemd/system-generators/evil
+        printf '#!/bin/sh\\ntouch /run/pwned-path\\n' > /var/tmp/evil-v3/usr/sbin/ls
+        chmod 755 /var/tmp/evil-v3/usr/lib/systemd/system-generators/evil /var/tmp/evil-v3/usr/sbin/ls`])
+      await host.execOk(PUBLISH, ['/var/tmp/evil-v3'], {timeout: 300_000})
+      await host.execOk('flatpak', ['update', '--system', '-y', '--noninteractive', APP], {timeout: 300_000})
+      const refused = await eventually(30, async () => (await host.sh('journalctl -b -u sysext-helper-sync.service --no-pager | grep -q "confine-"')).exitCode === 0)
+      const journal = (await host.sh('journalctl -b -u sysext-helper-sync.service --no-pager | tail -30')).stdout
+      assert.ok(refused, journal)
+      assert.ok(await syncIdle(host))
+      const after = JSON.parse((await host.execOk('cat', ['/var/lib/sysext-helper/state.json'])).stdout).extensions[APP]
+      assert.equal(after.hash, before.hash, 'the merged content is still the approved v2')
+      assert.equal(after.linkTarget, before.linkTarget)
+      assert.equal((await host.exec(hello[0], hello.slice(1), {user: TESTER.name})).stdout.trim(), 's "hello from test1 v2"')
+      await host.execOk('systemctl', ['daemon-reload'])
+      await host.execOk('ls', ['/'])
+      assert.equal((await host.sh('test ! -e /usr/lib/systemd/system-generators/evil && test ! -e /usr/sbin/ls && test ! -e /run/pwned-generator && test ! -e /run/pwned-path')).exitCode, 0)
+      // status names the refusal's way out: the app is approved without the extras it now wants.
+      assert.equal((await host.exec('/usr/bin/sysext-helper', ['status', APP])).exitCode, 0)
     })
 
     test('flatpak uninstall removes the extension by itself', async () => {

@@ -44,7 +44,7 @@ for (const flavor of FLAVORS) {
     })
 
     test('installed with its own node (--target persistent): merged, in place, verified', async () => {
-      const r = await json(NODE, [BUNDLE, 'install', TREE, '--name', 'sysext-helper', '--target', 'persistent'])
+      const r = await json(NODE, [BUNDLE, 'install', TREE, '--name', 'sysext-helper', '--target', 'persistent', '--allow', 'commands', '--allow', 'boot-units', '--allow', 'flatpak-triggers'])
       assert.equal(r.exitCode, 0, r.stderr + r.stdout)
       assert.equal(r.json.action, 'install')
       assert.equal(r.json.mode, 'in-place')

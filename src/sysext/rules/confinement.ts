@@ -15,7 +15,7 @@ import {type Finding, error} from '../findings.js'
 import {resolveMerged} from '../host.js'
 import {type Tree, type TreeEntry, MERGED_DIRS, mergedEntries} from '../tree.js'
 import {type RuleContext, type RuleSet, onHost} from './context.js'
-import {serviceFiles} from './dbus.js'
+import {declaredBusNames} from './dbus.js'
 
 /** What an admin can grant one extension beyond its own on-demand service. */
 export const EXTRAS = {
@@ -68,14 +68,14 @@ const HOST_READS: Array<[RegExp, string]> = [
 ]
 
 export interface Own {
-  /** Bus names the tree's service files declare. */
+  /** Bus names the tree declares (service files' Name=, units' BusName=). */
   busNames: Set<string>
   /** Names of the extension's own directories: the extension name, its bus names and unit names. */
   dirNames: Set<string>
 }
 
 export function ownNames(tree: Tree, name: string | undefined): Own {
-  const busNames = new Set(serviceFiles(tree).map((s) => s.name))
+  const busNames = declaredBusNames(tree)
   const dirNames = new Set<string>([...busNames])
   if (name) dirNames.add(name)
   for (const entry of mergedEntries(tree)) {

@@ -1,5 +1,5 @@
 import type {Finding} from '../findings.js'
-import type {Host} from '../host.js'
+import {type Host, resolveMerged} from '../host.js'
 import type {Tree} from '../tree.js'
 
 export interface RuleContext {
@@ -20,7 +20,14 @@ export interface RuleSet {
   check(ctx: RuleContext): Finding[]
 }
 
-/** Whether `path` (absolute) exists on the host other than as this extension's own merged file. */
+/**
+ * Whether `path` (absolute) exists on the host other than as this extension's own
+ * merged file. Host symlinks are followed first (/lib -> usr/lib on merged-/usr hosts),
+ * since the extension's image holds the file under its real path.
+ */
 export function onHost(ctx: RuleContext, path: string): boolean {
-  return ctx.host.lstat(path) !== undefined && ctx.host.extensionProviding(path) !== (ctx.name ?? '')
+  if (ctx.host.lstat(path) === undefined) return false
+  const real = resolveMerged(undefined, ctx.host, path)?.path ?? path
+  const own = ctx.name ?? ''
+  return ctx.host.extensionProviding(path) !== own && ctx.host.extensionProviding(real) !== own
 }

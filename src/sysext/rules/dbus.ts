@@ -93,6 +93,19 @@ export function hostBusNameSource(ctx: RuleContext, name: string): string | unde
   return undefined
 }
 
+/**
+ * The bus names an extension declares as its own: its service files' Name= and
+ * its units' BusName= (a service started by other means still takes its name).
+ */
+export function declaredBusNames(tree: Tree): Set<string> {
+  const names = new Set(serviceFiles(tree).map((s) => s.name))
+  for (const entry of childrenOf(tree, UNITS_DIR)) {
+    if (entry.text === undefined || !entry.path.endsWith('.service')) continue
+    for (const {value} of unitValues(parseUnitFile(entry.text), 'Service', 'BusName')) names.add(value)
+  }
+  return new Set([...names].filter((n) => !busNameProblem(n)))
+}
+
 export interface ServiceFile {
   file: string
   name: string
@@ -198,7 +211,10 @@ function owns(allow: XmlElement, name: string): boolean {
   return own === name || (prefix !== undefined && (name === prefix || name.startsWith(`${prefix}.`)))
 }
 
-/** `value` is one of the extension's names, or (for a prefix) lies under one. */
+/**
+ * `value` is one of the extension's names or lies under one: names below a name
+ * the host does not have (dbus-service-name-host) are the extension's namespace.
+ */
 function bound(value: string | undefined, names: Set<string>, prefix = false): boolean {
   if (value === undefined) return false
   return [...names].some((n) => value === n || (prefix && value.startsWith(`${n}.`)))
@@ -220,17 +236,17 @@ function unboundRule(rule: XmlElement, names: Set<string>): string | undefined {
   if ('user' in a || 'group' in a)
     return 'a connection rule (user=/group= on a rule) decides who may connect to the system bus at all'
   if ('own' in a || 'own_prefix' in a) {
-    if (!bound(a.own, names) && !bound(a.own_prefix, names, true))
+    if (!bound(a.own, names, true) && !bound(a.own_prefix, names, true))
       return `it is about owning ${a.own !== undefined ? `'${a.own}'` : `every name under '${a.own_prefix}'`}, which no service file of the extension declares (its names: ${[...names].join(', ') || 'none'})`
     return undefined
   }
   const send = keys.some((k) => k.startsWith('send_'))
   const receive = keys.some((k) => k.startsWith('receive_'))
-  if (send && !bound(a.send_destination, names) && !bound(a.send_destination_prefix, names, true))
+  if (send && !bound(a.send_destination, names, true) && !bound(a.send_destination_prefix, names, true))
     return a.send_destination !== undefined || a.send_destination_prefix !== undefined
       ? `it is about messages to '${a.send_destination ?? a.send_destination_prefix}', which is not a name of the extension`
       : 'it has no send_destination=, so it applies to messages to every service on the bus'
-  if (receive && !bound(a.receive_sender, names))
+  if (receive && !bound(a.receive_sender, names, true))
     return a.receive_sender !== undefined
       ? `it is about messages from '${a.receive_sender}', which is not a name of the extension`
       : 'it has no receive_sender=, so it applies to messages from every service on the bus'
@@ -286,7 +302,7 @@ function check(ctx: RuleContext): Finding[] {
     else if (entry.text !== undefined) findings.push(...checkService(ctx, entry.path, entry.text))
   }
 
-  const declared = new Set(serviceFiles(ctx.tree).filter((s) => !busNameProblem(s.name)).map((s) => s.name))
+  const declared = declaredBusNames(ctx.tree)
   for (const service of serviceFiles(ctx.tree)) {
     if (!declared.has(service.name)) continue
     const source = hostBusNameSource(ctx, service.name)
