@@ -137,6 +137,24 @@ describe('confine-extra: granted by name, per extension', () => {
   })
 })
 
+describe('confine-path: names that only look like the extension\'s own', () => {
+  test('a .wants entry naming a unit the extension does not ship is refused even with boot-units (systemd reads only its name)', () => {
+    const file = 'usr/lib/systemd/system/multi-user.target.wants/debug-shell.service'
+    assertRefused({[file]: ''}, file, 'confine-path', ['boot-units'])
+  })
+  test('an own directory where the host (or a program it installs later) reads by itself', () => {
+    const findings = findingsFor(makeTree({'usr/lib/extension-release.d/extension-release.python3': 'ID=_any\n', 'usr/lib/python3/dist-packages/zz.pth': 'import os\n'}),
+      {name: 'python3', hostRoot: makeHostRoot(DEBIAN_12)})
+    assert.ok(findings.some((f) => f.rule === 'confine-path' && f.file === 'usr/lib/python3/dist-packages/zz.pth'), JSON.stringify(findings))
+  })
+  test('a translation of a host text domain (sudo.mo in a language the host lacks) is refused; a new domain is fine', () => {
+    const host = makeHostRoot(DEBIAN_12, {'usr/share/locale/de/LC_MESSAGES/sudo.mo': 'x'})
+    const findings = findingsFor(makeTree({...REL, 'usr/share/locale/xx/LC_MESSAGES/sudo.mo': 'x', 'usr/share/locale/de/LC_MESSAGES/org.example.App1.mo': 'x'}), {name: NAME, hostRoot: host})
+    assert.ok(findings.some((f) => f.rule === 'confine-path' && f.file === 'usr/share/locale/xx/LC_MESSAGES/sudo.mo' && /text domain of the host/.test(f.message)))
+    assert.ok(!findings.some((f) => f.file === 'usr/share/locale/de/LC_MESSAGES/org.example.App1.mo'))
+  })
+})
+
 describe('confine-host-type: never replace or hide a host entry of another type', () => {
   test('a symlink or a file where the host has a directory', () => {
     assertRefused({'usr/lib/systemd/system-generators': {symlink: '../../libexec/app1'}, 'usr/libexec/app1/x': EXE}, 'usr/lib/systemd/system-generators', 'confine-host-type')

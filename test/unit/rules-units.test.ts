@@ -184,6 +184,24 @@ describe('unit confinement rules', () => {
     }
     assertNo(check({...good, [FILE]: GOOD_UNIT.replace('[Service]', 'Wants=dbus.socket\nAfter=dbus.socket\n\n[Service]')}), 'unit-affects-host')
   })
+  test('unit-affects-host: pulling in a host unit that does something (a root shell, a reboot) when a client activates the service', () => {
+    for (const dep of ['Wants=debug-shell.service', 'Requires=reboot.target', 'BindsTo=gdm.service']) {
+      const f = assertFinding(check({...good, [FILE]: GOOD_UNIT.replace('[Service]', `${dep}\n\n[Service]`)}), 'unit-affects-host', 'error', FILE)
+      assert.match(f.hint, /dbus\.socket/)
+    }
+  })
+  test('unit-affects-host: a trigger that starts a host unit, even with boot-units', () => {
+    const timer = `${UNITS}/org.example.App1.timer`
+    assertFinding(withHost({...good, [timer]: '[Timer]\nOnBootSec=1\nUnit=debug-shell.service\n'}, {}, ['boot-units']), 'unit-affects-host', 'error', timer)
+    assertNo(withHost({...good, [timer]: '[Timer]\nOnBootSec=1\nUnit=org.example.App1.service\n'}, {}, ['boot-units']), 'unit-affects-host')
+  })
+  test('unit-alias-host: Also= of a unit the extension does not ship', () => {
+    assertFinding(withHost({...good, [FILE]: `${GOOD_UNIT}\n[Install]\nAlso=ssh.service\n`}, {}, ['boot-units']), 'unit-alias-host', 'error', FILE)
+  })
+  test('unit-host-reference: a host service file whose SystemdService= unit is missing', () => {
+    const host = {'usr/share/dbus-1/system-services/org.freedesktop.timedate1.service': '[D-BUS Service]\nName=org.freedesktop.timedate1\nSystemdService=org.example.App1.service\n'}
+    assert.match(assertFinding(withHost(good, host), 'unit-host-reference', 'error', FILE).message, /SystemdService=/)
+  })
   test('unit-unreferenced: a service nothing in the extension starts on demand', () => {
     const extra = `${UNITS}/org.example.App1-extra.service`
     const files = {...good, [extra]: '[Service]\nExecStart=/usr/libexec/org.example.App1-helper\n'}

@@ -87,6 +87,15 @@ export function ownNames(tree: Tree, name: string | undefined): Own {
 
 const childOf = (path: string, dir: string): boolean => path.startsWith(`${dir}/`) && !path.slice(dir.length + 1).includes('/')
 
+const textDomains = new WeakMap<RuleContext['host'], Map<string, string | undefined>>()
+/** A language in which the host has the text domain `file` (e.g. sudo.mo), if any; once per domain. */
+function hostTextDomain(ctx: RuleContext, file: string): string | undefined {
+  let known = textDomains.get(ctx.host)
+  if (!known) textDomains.set(ctx.host, (known = new Map()))
+  if (!known.has(file)) known.set(file, (ctx.host.readdir('/usr/share/locale') ?? []).find((lang) => onHost(ctx, `/usr/share/locale/${lang}/LC_MESSAGES/${file}`)))
+  return known.get(file)
+}
+
 /** Pure: the role of one non-directory entry of the merged tree. */
 export function classify(entry: TreeEntry, ctx: RuleContext, own: Own): Classification {
   const p = entry.path
@@ -104,7 +113,19 @@ export function classify(entry: TreeEntry, ctx: RuleContext, own: Own): Classifi
     return {kind: 'refused', why: 'targets, mounts, slices and other unit types act on the host as a whole; only .service units (and granted triggers) are allowed'}
   }
   const wants = new RegExp(`^${UNITS}/[^/]+\\.(wants|requires|upholds)/[^/]+$`).exec(p)
-  if (wants) return {kind: 'extra', extra: 'boot-units', role: `.${wants[1]} link that starts a unit with the host's`}
+  if (wants) {
+    // systemd reads only the entry's name: it must name a unit the extension ships, or it starts the host's.
+    if (!ctx.tree.entries.has(`${UNITS}/${base}`)) return {kind: 'refused', why: `it names ${base}, which the extension does not ship, so the host's unit of that name would start with the host's ${posix.basename(posix.dirname(p))}`}
+    return {kind: 'extra', extra: 'boot-units', role: `.${wants[1]} link that starts a unit with the host's`}
+  }
+
+  const pathDir = PATH_DIRS.find((d) => childOf(p, d))
+  if (pathDir) return {kind: 'extra', extra: 'commands', role: `command on the host's PATH (${pathDir})`}
+  if (childOf(p, 'usr/share/flatpak/triggers') && base.endsWith('.trigger')) return {kind: 'extra', extra: 'flatpak-triggers', role: 'Flatpak trigger'}
+
+  // Wherever the host (or a program it may install later) reads by itself, no own name makes a path the extension's.
+  const hostReads = HOST_READS.find(([re]) => re.test(p))
+  if (hostReads) return {kind: 'refused', why: hostReads[1]}
 
   const parts = p.split('/')
   // Directories of the extension's own: new names, so nothing of the host's is inside.
@@ -114,15 +135,17 @@ export function classify(entry: TreeEntry, ctx: RuleContext, own: Own): Classifi
     if (p.startsWith(`${dir}/`) && parts.length > depth && own.dirNames.has(parts[depth - 1]) && !onHost(ctx, `/${parts.slice(0, depth).join('/')}`))
       return {kind: 'role', role: `file in the extension's own directory ${parts.slice(0, depth).join('/')}/`}
   }
-  if (DOC_PREFIXES.some((d) => p.startsWith(d)) || /^usr\/share\/locale\/[^/]+\/LC_MESSAGES\/[^/]+\.mo$/.test(p))
-    return {kind: 'role', role: 'documentation'}
+  if (DOC_PREFIXES.some((d) => p.startsWith(d))) return {kind: 'role', role: 'documentation'}
+  const translation = /^usr\/share\/locale\/[^/]+\/LC_MESSAGES\/([^/]+\.mo)$/.exec(p)
+  if (translation) {
+    const hostLanguage = hostTextDomain(ctx, translation[1])
+    return hostLanguage
+      ? {kind: 'refused', why: `${translation[1]} is a text domain of the host's (/usr/share/locale/${hostLanguage}/LC_MESSAGES/${translation[1]}): a translation of its messages, format strings included, would be loaded by the host's program, setuid ones too`}
+      : {kind: 'role', role: 'translation'}
+  }
 
-  const pathDir = PATH_DIRS.find((d) => childOf(p, d))
-  if (pathDir) return {kind: 'extra', extra: 'commands', role: `command on the host's PATH (${pathDir})`}
-  if (childOf(p, 'usr/share/flatpak/triggers') && base.endsWith('.trigger')) return {kind: 'extra', extra: 'flatpak-triggers', role: 'Flatpak trigger'}
 
-  const known = HOST_READS.find(([re]) => re.test(p))
-  return {kind: 'refused', why: known ? known[1] : 'it is none of the files an extension\'s on-demand service needs'}
+  return {kind: 'refused', why: 'it is none of the files an extension\'s on-demand service needs'}
 }
 
 const ALLOWED_LIST = 'its D-Bus service files, bus policies and polkit actions, .service units, programs under usr/libexec/NEW-NAME/, files under usr/lib/NAME/, usr/share/NAME/ or opt/NAME/ (NAME: the extension\'s name, a bus name or a unit name), documentation, and the release file'

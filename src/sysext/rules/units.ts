@@ -134,11 +134,20 @@ function hostReferences(ctx: RuleContext): Map<string, string> {
     for (const name of ctx.host.readdir(dir) ?? []) {
       const path = `${dir}/${name}`
       if (/\.(wants|requires|upholds)$/.test(name)) {
-        for (const linked of ctx.host.readdir(path) ?? []) if (!refs.has(linked)) refs.set(linked, `${path}/${linked}`)
+        for (const linked of ctx.host.readdir(path) ?? []) if (!refs.has(linked) && onHost(ctx, `${path}/${linked}`)) refs.set(linked, `${path}/${linked}`)
       } else if (UNIT_SUFFIX.test(name) && onHost(ctx, path)) {
         const text = ctx.host.readText(path)
         for (const m of text?.matchAll(DEPENDENCY_LINE) ?? []) for (const unit of m[2].trim().split(/\s+/)) if (unit && !refs.has(unit)) refs.set(unit, `${path} (${m[1]}=)`)
       }
+    }
+  }
+  // A host service file whose SystemdService= unit is missing would start the extension's unit of that name.
+  for (const dir of ['/usr/share/dbus-1/system-services', '/usr/local/share/dbus-1/system-services']) {
+    for (const file of ctx.host.readdir(dir) ?? []) {
+      const path = `${dir}/${file}`
+      if (!onHost(ctx, path)) continue
+      const unit = /^\s*SystemdService\s*=\s*(\S+)/m.exec(ctx.host.readText(path) ?? '')?.[1]
+      if (unit && !refs.has(unit)) refs.set(unit, `${path} (SystemdService=)`)
     }
   }
   hostReferenceCache.set(ctx.host, refs)
@@ -148,6 +157,18 @@ function hostReferences(ctx: RuleContext): Map<string, string> {
 /** Settings through which starting, stopping or failing one unit acts on others. */
 const ACTS_ON_OTHERS = ['Conflicts', 'OnFailure', 'OnSuccess', 'PropagatesReloadTo', 'ReloadPropagatedFrom', 'PropagatesStopTo', 'StopPropagatedFrom', 'Upholds', 'JoinsNamespaceOf']
 const INSTALL_KEYS = ['WantedBy', 'RequiredBy', 'UpheldBy', 'Also', 'Alias']
+/** Settings through which starting a unit starts others too. */
+const PULLS_IN = ['Wants', 'Requires', 'Requisite', 'BindsTo', 'PartOf']
+/**
+ * Host units a service may pull in: synchronization points and the bus, which are
+ * running on any booted host anyway. Anything else (debug-shell.service,
+ * reboot.target, a display manager) would be started for whoever activates the service.
+ */
+const PASSIVE_HOST_UNITS = new Set([
+  'basic.target', 'sysinit.target', 'sockets.target', 'paths.target', 'timers.target', 'local-fs.target', 'remote-fs.target',
+  'network.target', 'network-pre.target', 'network-online.target', 'nss-lookup.target', 'nss-user-lookup.target',
+  'time-set.target', 'time-sync.target', 'dbus.socket', 'dbus.service', 'polkit.service', 'systemd-journald.socket',
+])
 
 /**
  * A unit of the extension is confined to the extension: a name new to the host
@@ -170,22 +191,34 @@ function checkConfined(ctx: RuleContext, file: string, unit: UnitFile, treeUnits
       'Name the unit after the app, so nothing on the host refers to it.'))
   for (const key of INSTALL_KEYS) {
     for (const {value, line} of unitValues(unit, 'Install', key)) {
-      const hostNames = key === 'Alias' ? value.split(/\s+/).filter((a) => a && HOST_UNIT_DIRS.some((dir) => onHost(ctx, `${dir}/${a}`))) : []
+      const hostNames = key === 'Alias' ? value.split(/\s+/).filter((a) => a && HOST_UNIT_DIRS.some((dir) => onHost(ctx, `${dir}/${a}`)))
+        : key === 'Also' ? value.split(/\s+/).filter((a) => a && !treeUnits.has(a)) : []
       if (hostNames.length > 0)
-        findings.push(error('unit-alias-host', file, `Line ${line}: Alias=${value} names the host's ${hostNames.join(', ')}; enabling ${name} would replace it.`,
-          'Drop the Alias=.'))
+        findings.push(error('unit-alias-host', file, key === 'Alias'
+          ? `Line ${line}: Alias=${value} names the host's ${hostNames.join(', ')}; enabling ${name} would replace it.`
+          : `Line ${line}: Also=${value} names ${hostNames.join(', ')}, which the extension does not ship; enabling ${name} would enable the host's unit too.`,
+        `Drop the ${key}=.`))
       else if (!bootUnits)
         findings.push(error('unit-install', file, `Line ${line}: [Install] ${key}=${value}: enabling ${name} would start it with the host (at boot, or with another unit), not when a client asks.`,
           "Drop the [Install] section and let D-Bus activation start the unit; or, if the admin wants it, grant 'install --allow boot-units'."))
     }
   }
-  for (const key of ACTS_ON_OTHERS) {
+  for (const key of [...ACTS_ON_OTHERS, ...PULLS_IN]) {
     for (const {value, line} of unitValues(unit, 'Unit', key)) {
-      const others = value.split(/\s+/).filter((u) => u && !treeUnits.has(u))
+      const others = value.split(/\s+/).filter((u) => u && !treeUnits.has(u) && !(PULLS_IN.includes(key) && PASSIVE_HOST_UNITS.has(u)))
       if (others.length > 0)
         findings.push(error('unit-affects-host', file, `Line ${line}: ${key}=${value}: ${name} would act on the host's ${others.join(', ')} (${key === 'Conflicts' ? 'stopping it' : 'starting, stopping or reloading it'} along with itself).`,
-          `Drop ${key}=, or name only units the extension ships.`))
+          `Drop ${key}=, or name only units the extension ships${PULLS_IN.includes(key) ? ` (or one of ${[...PASSIVE_HOST_UNITS].join(', ')})` : ''}.`))
     }
+  }
+  // A trigger starts its unit with no client asking: it must start one of the extension's own.
+  const trigger = /^(.+)\.(socket|timer|path)$/.exec(name)
+  if (trigger) {
+    const section = trigger[2][0].toUpperCase() + trigger[2].slice(1)
+    const started = unitValue(unit, section, 'Unit')?.value ?? `${trigger[1]}${trigger[2] === 'socket' && unitValue(unit, 'Socket', 'Accept')?.value === 'yes' ? '@' : ''}.service`
+    if (!treeUnits.has(started))
+      findings.push(error('unit-affects-host', file, `${name} starts ${started}, which the extension does not ship: the host's unit would start whenever the trigger fires.`,
+        `Point Unit= at a unit of the extension, or remove ${name}.`))
   }
   if (name.endsWith('.service') && !name.endsWith('@.service') && !referenced.has(name) && !bootUnits)
     findings.push(error('unit-unreferenced', file, `Nothing in the extension starts ${name} on demand: no D-Bus service file names it in SystemdService= and none of its units refers to it.`,
@@ -249,8 +282,8 @@ export const unitsRules: RuleSet = {
     'unit-name-host': 'A unit whose name the host already has.',
     'unit-host-reference': 'A unit the host already names to be started (a .wants/.requires link or a dependency of a host unit).',
     'unit-install': 'An [Install] section (WantedBy=, RequiredBy=, Alias=, ...) without the boot-units extra: the unit would start with the host once enabled.',
-    'unit-alias-host': 'An Alias= naming a host unit.',
-    'unit-affects-host': 'Conflicts=, OnFailure=, PropagatesStopTo= and similar settings naming units the extension does not ship.',
+    'unit-alias-host': 'An Alias= naming a host unit, or an Also= naming a unit the extension does not ship.',
+    'unit-affects-host': 'Conflicts=, OnFailure=, Wants=/Requires= (beyond passive targets and the bus) and similar settings, or a trigger\'s Unit=, naming units the extension does not ship.',
     'unit-unreferenced': 'A service unit nothing in the extension starts on demand (no SystemdService=, no unit of the tree names it) without the boot-units extra.',
     'unit-bus-name-not-activatable': 'A service with BusName= that no D-Bus service file in the tree activates through SystemdService= (warning).',
   },
