@@ -99,6 +99,12 @@ const ATTACKS: Attack[] = [
   {what: 'hwdb', files: {'usr/lib/udev/hwdb.d/99-evil.hwdb': 'evdev:*\n KEYBOARD_KEY_1=x\n'}, file: 'usr/lib/udev/hwdb.d/99-evil.hwdb'},
   {what: 'a kernel-install hook', files: {'usr/lib/kernel/install.d/99-evil.install': {exe: EXE}}, file: 'usr/lib/kernel/install.d/99-evil.install'},
   {what: 'a Flatpak trigger (runs as root after every flatpak operation)', files: {'usr/share/flatpak/triggers/evil.trigger': {exe: EXE}}, file: 'usr/share/flatpak/triggers/evil.trigger'},
+  {what: 'a service file whose activation starts a host unit (a root shell on tty9)', files: {'usr/share/dbus-1/system-services/org.sysexthelper.Shell.service': '[D-BUS Service]\nName=org.sysexthelper.Shell\nExec=/bin/false\nUser=root\nSystemdService=debug-shell.service\n'},
+    file: 'usr/share/dbus-1/system-services/org.sysexthelper.Shell.service',
+    noEffect: `runuser -u ${TESTER.name} -- busctl call org.sysexthelper.Shell / org.freedesktop.DBus.Peer Ping >/dev/null 2>&1; ! systemctl is-active --quiet debug-shell.service`},
+  {what: 'the service pulls in a host unit when activated', files: {'usr/lib/systemd/system/sysext-helper-test1.service': '[Unit]\nWants=debug-shell.service\n[Service]\nType=dbus\nBusName=org.sysexthelper.Test1\nExecStart=/usr/libexec/sysext-helper-test/test1-service\n'},
+    file: 'usr/lib/systemd/system/sysext-helper-test1.service', noEffect: '! systemctl is-active --quiet debug-shell.service'},
+  {what: 'a .wants entry naming a host unit', files: {'usr/lib/systemd/system/multi-user.target.wants/debug-shell.service': ''}, file: 'usr/lib/systemd/system/multi-user.target.wants/debug-shell.service'},
   {what: 'a symlink to a host file', files: {'usr/libexec/sysext-helper-test/shadow': {symlink: '/etc/shadow'}}, file: 'usr/libexec/sysext-helper-test/shadow'},
 ]
 

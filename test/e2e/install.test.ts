@@ -144,7 +144,7 @@ for (const flavor of FLAVORS) {
 
     test('two concurrent installs are serialized and both succeed', async () => {
       // Two data-only extensions of their own (an extension may not ship files another one ships).
-      await host.execOk('sh', ['-c', 'for n in one two; do mkdir -p /srv/concurrent-$n/usr/share/concurrent-$n && echo $n > /srv/concurrent-$n/usr/share/concurrent-$n/README; done'])
+      await host.execOk('sh', ['-c', 'for n in one two; do mkdir -p /srv/concurrent-$n/usr/share/concurrent.$n && echo $n > /srv/concurrent-$n/usr/share/concurrent.$n/README; done'])
       // The first run holds the lock for 3 s at its link step, so the second one must wait for it.
       const first = host.cli(['install', '/srv/concurrent-one', '--name', 'concurrent.one'], {timeout: 180_000, env: {SYSEXT_HELPER_PAUSE_AT: 'link'}})
       await host.sh('for i in $(seq 100); do [ -e /run/sysext-helper.lock ] && exit 0; sleep 0.02; done; exit 1')

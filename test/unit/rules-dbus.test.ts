@@ -46,8 +46,10 @@ describe('dbus rules: a correct service, unit and policy', () => {
   test('produce no finding', () => {
     assert.deepEqual(check(good), [])
   })
-  test('a service using the host\'s /bin/false and a host unit produces no finding', () => {
-    assert.deepEqual(check({...good, [FILE]: service('Name=org.example.App1\nExec=/bin/false\nUser=root\nSystemdService=dbus-org.freedesktop.hostname1.service\n')}), [])
+  test('a service using the host\'s /bin/false produces no finding; one started by a host unit is refused (dbus-service-unit-host)', () => {
+    const viaHost = check({...good, [FILE]: service('Name=org.example.App1\nExec=/bin/false\nUser=root\nSystemdService=dbus-org.freedesktop.hostname1.service\n')})
+    assert.deepEqual(viaHost.map((f) => f.rule), ['dbus-service-unit-host'])
+    assert.match(viaHost[0].message, /would start the host's dbus-org\.freedesktop\.hostname1\.service/)
   })
 })
 

@@ -201,6 +201,12 @@ function checkService(ctx: RuleContext, file: string, text: string): Finding[] {
       findings.push(error('dbus-service-unit-missing', file,
         `SystemdService=${unit} is neither in the tree's usr/lib/systemd/system nor in the host's /usr/lib/systemd/system, /lib/systemd/system or /etc/systemd/system; activation fails.`,
         `Ship ${unit} in usr/lib/systemd/system, or fix the name.`))
+  } else if (unit !== undefined && !ctx.tree.entries.has(`${UNITS_DIR}/${unit}`) && !unitWithAlias(ctx.tree, unit)) {
+    const template = /^([^@]+@).+(\.[a-z]+)$/.exec(unit)
+    if (!template || !ctx.tree.entries.has(`${UNITS_DIR}/${template[1]}${template[2]}`))
+      findings.push(error('dbus-service-unit-host', file,
+        `SystemdService=${unit} is a unit of the host, not of the extension: every client that asks for ${base.slice(0, -'.service'.length)} would start the host's ${unit}.`,
+        `Ship the unit that serves the name in usr/lib/systemd/system and point SystemdService= at it.`))
   }
   return findings
 }
@@ -364,6 +370,7 @@ export const dbusRules: RuleSet = {
     'dbus-service-exec-invalid': 'Exec= does not start with an absolute path.',
     'dbus-service-exec-not-found': 'The Exec= binary is missing or not executable after the merge (warning when SystemdService= starts it instead).',
     'dbus-service-unit-missing': 'The SystemdService= unit is neither in the tree nor on the host.',
+    'dbus-service-unit-host': 'SystemdService= names a host unit: activating the extension\'s name would start the host\'s unit.',
     'dbus-service-unit-alias': 'The SystemdService= unit exists only as an Alias= of a tree unit, i.e. after it is enabled (warning).',
     'bus-policy-unreadable': 'A bus policy file in dbus-1/system.d cannot be read.',
     'bus-policy-xml': 'A bus policy file is not well-formed XML.',
