@@ -27,7 +27,7 @@ function generateTree(files: number): string {
   mkdirSync(join(root, 'usr/libexec/bench'), {recursive: true})
   for (let i = 0; i < programs; i++) copyFileSync('/bin/true', join(root, `usr/libexec/bench/helper-${i}`))
   for (let i = 0; i < files - programs - 2; i++) {
-    const dir = join(root, `usr/share/bench/d${i % 100}`)
+    const dir = join(root, `usr/share/${name}/d${i % 100}`)
     if (i < 100) mkdirSync(dir, {recursive: true})
     writeFileSync(join(dir, `f${i}.txt`), `data ${i}\n`)
   }

@@ -179,11 +179,13 @@ function check(ctx: RuleContext): Finding[] {
   }
 
   // Directories exist only to hold allowed entries; one that holds none merges for nothing.
+  const holding = new Set<string>() // directories with a file somewhere below (refused files are reported themselves)
   for (const entry of merged) {
-    if (entry.type !== 'dir' || MERGED_DIRS.includes(entry.path)) continue
-    const prefix = `${entry.path}/`
-    if ([...allowed].some((p) => p.startsWith(prefix))) continue
-    if (merged.some((e) => e.type !== 'dir' && e.path.startsWith(prefix))) continue // its files are reported
+    if (entry.type === 'dir') continue
+    for (let dir = posix.dirname(entry.path); dir !== '.' && !holding.has(dir); dir = posix.dirname(dir)) holding.add(dir)
+  }
+  for (const entry of merged) {
+    if (entry.type !== 'dir' || MERGED_DIRS.includes(entry.path) || holding.has(entry.path)) continue
     findings.push(error('confine-path', entry.path,
       `${entry.path}/ holds nothing an extension may ship; merged, it only adds a directory to the host's /${entry.path}.`,
       'Remove the empty directory.'))
