@@ -21,8 +21,8 @@ import {
   DEFAULT_PATHS, type ExtensionSource, type Lock, type ManagedExtension, type Paths, type PendingChange, type State,
   type TargetKind, acquireLock, grantedExtras, readState, stageRoot, writeState,
 } from './state.js'
-import {type Validated, type ValidateOptions, validate} from '../sysext/validate.js'
-import type {Tree} from '../sysext/tree.js'
+import {type Validated, type ValidateOptions, resolveTarget, validate} from '../sysext/validate.js'
+import {type Tree, checkTreeRoot} from '../sysext/tree.js'
 
 export interface InstallOptions extends ValidateOptions {
   targetKind?: TargetKind
@@ -201,6 +201,8 @@ export async function install(target: string, options: InstallOptions, emit: Emi
   const timeoutS = options.timeoutS ?? 25
   const targetKind = options.targetKind ?? 'local'
 
+  // What the arguments name is checked before the host: a typo is reported as a typo anywhere.
+  checkTreeRoot(resolveTarget(target, options).path)
   const probe = options.dryRun ? undefined : await preflight(emit, steps)
 
   const session = options.dryRun ? undefined : await openSession(paths, emit, steps, timeoutS, options.lockTimeoutMs ?? 120_000, probe)

@@ -89,11 +89,8 @@ function readHeader(abs: string, entry: TreeEntry): void {
   }
 }
 
-/**
- * Reads the tree at `root`. Throws HelperError only when the root itself is
- * unusable; problems with entries are recorded on them for the rules.
- */
-export function scanTree(root: string): Tree {
+/** The tree root is an existing directory (what every command checks before touching the host). */
+export function checkTreeRoot(root: string): void {
   let st
   try {
     st = statSync(root)
@@ -104,10 +101,16 @@ export function scanTree(root: string): Tree {
   if (!st.isDirectory())
     throw new HelperError('TREE_NOT_DIRECTORY', `Extension tree '${root}' is not a directory.`, {
       file: root,
-      exit: 2,
       hint: 'Pass the directory that holds usr/, not a file inside it.',
     })
+}
 
+/**
+ * Reads the tree at `root`. Throws HelperError only when the root itself is
+ * unusable; problems with entries are recorded on them for the rules.
+ */
+export function scanTree(root: string): Tree {
+  checkTreeRoot(root)
   const entries = new Map<string, TreeEntry>()
   const walk = (absDir: string, relDir: string): void => {
     let names: string[]
