@@ -102,8 +102,21 @@ export interface Validated {
 
 export function validate(target: string, options: ValidateOptions = {}): Validated {
   const resolved = resolveTarget(target, options)
+  return validateTree(scanTree(resolved.path), resolved, options)
+}
+
+/**
+ * Judges an already scanned tree (install: the staged copy) as the tree of
+ * `resolved`. `owners` carries the source's ownership and link counts for a copy
+ * (the copy is root-owned; the rules judge who owned the files that were read).
+ */
+export function validateTree(tree: Tree, resolved: ResolvedTarget, options: ValidateOptions = {}, owners?: Map<string, {uid: number; gid: number; nlink: number}>): Validated {
   const host = loadHost(options.hostRoot ?? '/')
-  const tree = scanTree(resolved.path)
+  if (owners)
+    for (const entry of tree.entries.values()) {
+      const o = owners.get(entry.path)
+      if (o) Object.assign(entry, o)
+    }
   const name = extensionName(tree, options.name, resolved.app)
   const findings = runRules({tree, host, name, origin: resolved.origin}, options.strict)
   return {
