@@ -128,8 +128,12 @@ export function planInstall(input: PlanInput): InstallPlan {
   let action: InstallAction = previous ? 'update' : 'install'
   let linkTarget = mode === 'stage' ? join(stageRoot(paths), `${name}-${hash.slice(0, 16)}`) : resolve(report.path)
   // A stage of the same content that drifted (or a leftover) is never reused: a fresh name.
-  if (mode === 'stage' && existsSync(linkTarget) && (drifted || previous?.linkTarget !== linkTarget)) linkTarget = `${linkTarget}-${Date.now().toString(36)}`
   let newStage: string | undefined = mode === 'stage' ? linkTarget : undefined
+  if (mode === 'stage' && existsSync(linkTarget)) {
+    // The previous install's stage of this very content, intact: linked again as it is.
+    if (!drifted && previous?.linkTarget === linkTarget) newStage = undefined
+    else newStage = linkTarget = `${linkTarget}-${Date.now().toString(36)}`
+  }
   if (samePlace && previousLink?.target === previous.linkTarget && (!previous.stage || existsSync(previous.stage))) {
     // Same content, same place: keep the existing stage; refresh only if it is not merged (e.g. after a reboot).
     linkTarget = previous.linkTarget

@@ -17,7 +17,7 @@ import {type Emit, type StepName, type StepRecord, step} from './events.js'
 import {symlinkAtomic} from '../fs-atomic.js'
 import {type InstallAction, type InstallPlan, planInstall} from './install-plan.js'
 import {imageEntries} from './links.js'
-import {compareManifest, takeManifest} from './manifest.js'
+import {compareManifest, describeDrift, takeManifest} from './manifest.js'
 import {type HostProbe, probeHost, probeWarnings} from './preflight.js'
 import {bootId, processStartS, processUnit, uptimeS} from './processes.js'
 import {writeReleaseAt} from '../sysext/release-writer.js'
@@ -47,8 +47,9 @@ export interface InstallOptions extends ValidateOptions {
 
 export interface Verification {
   merged: boolean
-  /** The answering process: its PID and unit (checked against the declared unit, and to be newer than the merge). */
-  busNames: Array<{name: string; ok: boolean; failure?: PingFailure; pid?: number; unit?: string}>
+  busNames: Array<{name: string; ok: boolean; failure?: PingFailure}>
+  /** Who answered each bus name: PID and unit (checked against the declared unit, and to be newer than the merge). */
+  answeredBy?: Array<{name: string; pid?: number; unit?: string}>
   polkitActions: Array<{id: string; ok: boolean}>
 }
 
@@ -120,17 +121,19 @@ async function checkOwner(name: string, unit: string | undefined, since: number 
 }
 
 export async function verifyExtension(entry: Pick<ManagedExtension, 'name' | 'busNames' | 'polkitActions'>, timeoutS: number, opts: {usr: boolean; polkit: boolean; since?: number}): Promise<Verification> {
+  const answeredBy: NonNullable<Verification['answeredBy']> = []
   // Independent checks run together: activation and polkit start-up overlap.
   const [busNames, polkitActions] = await Promise.all([
     Promise.all(entry.busNames.map(async ({name, unit}) => {
       const failure = await ping(name, timeoutS, unit)
       if (failure) return {name, ok: false, failure}
       const owner = await checkOwner(name, unit, opts.since)
-      return owner.failure ? {name, ok: false, ...owner} : {name, ok: true, ...owner}
+      answeredBy.push({name, pid: owner.pid, unit: owner.unit})
+      return owner.failure ? {name, ok: false, failure: owner.failure} : {name, ok: true}
     })),
     Promise.all((opts.polkit ? entry.polkitActions : []).map(async (id) => ({id, ok: await actionKnown(id)}))),
   ])
-  return {merged: isMerged(entry.name, {usr: opts.usr}), busNames, polkitActions}
+  return {merged: isMerged(entry.name, {usr: opts.usr}), busNames, polkitActions, answeredBy}
 }
 
 export function verificationProblem(v: Verification): string | undefined {
@@ -372,8 +375,6 @@ export async function validateAndPlan(target: string, options: ValidateOptions &
       await copy()
       result = await judge()
     }
-    if (result.plan.drift?.drifted && result.plan.previous)
-      emit({type: 'warning', message: `The live content of ${result.plan.name} (${result.plan.previous.linkTarget}) is not the one that was validated at install; it is replaced by a fresh, validated copy.`, hint: 'sysext-helper status NAME shows what changed.'})
     if (!result.plan.newStage || options.dryRun) dropIncoming()
     return result
   } catch (error) {
@@ -395,7 +396,10 @@ export async function install(target: string, options: InstallOptions, emit: Emi
     const state = session?.state ?? readState(paths)
     const {validated, plan} = await validateAndPlan(target, options, state, paths, targetKind, emit, steps)
     if (options.dryRun && plan.newStage) plan.incoming = undefined
-    const warnings = [...plan.warnings.map((f) => ({message: f.message.startsWith(f.file) ? f.message : `${f.file}: ${f.message}`, hint: f.hint})), ...(probe ? probeWarnings(probe, targetKind) : [])]
+    const drifted = plan.drift?.drifted && plan.previous
+      ? [{message: `The live content of ${plan.name} (${plan.previous.linkTarget}) is not the one that was validated at install (${describeDrift(plan.drift)}); it is replaced by ${plan.mode === 'stage' ? 'a fresh, validated copy' : 'the source as validated now'}.`, hint: `'sysext-helper status ${plan.name}' reports drift from now on.`}]
+      : []
+    const warnings = [...drifted, ...plan.warnings.map((f) => ({message: f.message.startsWith(f.file) ? f.message : `${f.file}: ${f.message}`, hint: f.hint})), ...(probe ? probeWarnings(probe, targetKind) : [])]
     for (const w of warnings) emit({type: 'warning', ...w})
     const result: InstallResult = {
       name: plan.name, action: plan.action, dryRun: options.dryRun === true, target: plan.target, link: plan.link,
@@ -478,7 +482,15 @@ export async function applyChanges(ctx: Context, state: State, probe: HostProbe,
     outcomes.set(name, {name, kind: 'remove', ok: true})
   }
   for (const [name, pending] of pendings) state.pending[name] = pending
-  writeState(paths, state)
+  try {
+    writeState(paths, state)
+  } catch (error) {
+    // Nothing was changed yet: drop the copies made for this batch and report the write.
+    for (const name of pendings.keys()) delete state.pending[name]
+    for (const {plan} of installs) if (plan.incoming) rmSync(plan.incoming, {recursive: true, force: true})
+    const e = error as HelperError
+    throw new HelperError(e.code, `${e.message} Nothing was changed: the change is recorded before the host is touched.`, {step: 'record', file: e.file, hint: e.hint, cause: error})
+  }
 
   const live = () => installs.filter((c) => outcomes.get(c.plan.name)?.ok)
   const fail = (name: string, error: unknown): void => {
