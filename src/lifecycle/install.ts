@@ -232,8 +232,8 @@ export function goneAfterReboot(record: ManagedExtension): boolean {
   }
 }
 
-export function forgetGone(paths: Paths, state: State): string[] {
-  const gone = Object.values(state.extensions).filter((e) => !state.pending[e.name] && goneAfterReboot(e)).map((e) => e.name)
+export function forgetGone(paths: Paths, state: State, only?: string[]): string[] {
+  const gone = Object.values(state.extensions).filter((e) => (!only || only.includes(e.name)) && !state.pending[e.name] && goneAfterReboot(e)).map((e) => e.name)
   for (const name of gone) {
     removeStage(paths, name, state.extensions[name].stage)
     delete state.extensions[name]

@@ -14,8 +14,8 @@ import {DEFAULT_PATHS, type ManagedExtension, type Paths, type State, type Targe
  * Runtime records of an earlier boot are gone with /run: as root they are dropped
  * from the state here (under the lock) and named once; otherwise only named.
  */
-async function dropGone(paths: Paths, state: State): Promise<string[]> {
-  const gone = Object.values(state.extensions).filter((e) => goneAfterReboot(e)).map((e) => e.name)
+async function dropGone(paths: Paths, state: State, only?: (e: ManagedExtension) => boolean): Promise<string[]> {
+  const gone = Object.values(state.extensions).filter((e) => (only ? only(e) : true) && goneAfterReboot(e)).map((e) => e.name)
   if (gone.length === 0 || process.getuid?.() !== 0) return gone
   let lock
   try {
@@ -24,7 +24,7 @@ async function dropGone(paths: Paths, state: State): Promise<string[]> {
     return gone
   }
   try {
-    return forgetGone(paths, readState(paths))
+    return forgetGone(paths, readState(paths), gone)
   } finally {
     lock.release()
   }
@@ -107,8 +107,9 @@ export interface ExtensionStatus {
 
 export async function extensionStatus(nameOrApp: string, paths: Paths = DEFAULT_PATHS, timeoutS = 25): Promise<ExtensionStatus> {
   const state = readState(paths)
-  const gone = await dropGone(paths, state)
-  const goneName = gone.find((g) => g === nameOrApp || state.extensions[g]?.source.appId === nameOrApp)
+  // Only the record asked about: the others are named by the run that drops them (list, or any mutating command).
+  const gone = await dropGone(paths, state, (e) => e.name === nameOrApp || e.source.appId === nameOrApp)
+  const goneName = gone[0]
   if (goneName)
     throw new HelperError('STATUS_GONE_AFTER_REBOOT', `${goneName} was installed to ${paths.targets.runtime} (runtime target) in an earlier boot; /run does not survive a reboot, so it is gone and no longer managed.`, {
       hint: `Install it again (${fixCommand(state.extensions[goneName])}); use --target local or persistent to keep it across reboots.`,
@@ -131,7 +132,7 @@ export async function extensionStatus(nameOrApp: string, paths: Paths = DEFAULT_
     const shadow = shadowedBy(paths, record)
     const boot = record.target === 'runtime' ? undefined : await isEnabled('systemd-sysext.service').catch(() => undefined)
     if (shadow)
-      problems.push(`not merged: ${shadow.path}${shadow.target ? ` (-> ${shadow.target})` : ` (${shadow.type})`} shadows ${record.link}: systemd-sysext takes the first image of a name (/etc/extensions, then /run/extensions, then /var/lib/extensions)${shadow.target === '/dev/null' ? ', and this one masks it' : ''}. Remove ${shadow.path} if that is not intended, then run '${fix}'`)
+      problems.push(`not merged: ${shadow.path}${shadow.target ? ` (-> ${shadow.target})` : ` (${shadow.type})`} shadows ${record.link}: systemd-sysext takes the first image of a name (/etc/extensions, then /run/extensions, then /var/lib/extensions), and that one is not merged either. Remove ${shadow.path} if that is not intended, then run '${fix}'`)
     else if (linkOk && boot && !boot.enabled)
       problems.push(`not merged: systemd-sysext.service is ${boot.state}, so nothing merged it at boot. Fix: 'systemctl enable --now systemd-sysext.service' (or '${fix}', which enables it)`)
     else if (linkOk)

@@ -110,6 +110,6 @@ export function writeReleaseAt(root: string, plan: ReleasePlan, staged?: WriteRe
 export async function writeReleaseCopy(tree: Tree, plan: ReleasePlan, output: string): Promise<WriteResult> {
   if (existsSync(output))
     throw usageError('OUTPUT_EXISTS', `--output '${output}' already exists.`, 'Pass a directory that does not exist yet; it is created with the staged copy.')
-  const {linked, copied} = await copyTree(tree.root, output)
+  const {linked, copied} = await copyTree(tree.root, output, undefined, {hardLinks: true})
   return writeReleaseAt(output, plan, {linked, copied})
 }

@@ -220,12 +220,13 @@ export function stageHint(errno: string | undefined, path: string): string {
 
 /**
  * Copies the usr/ and opt/ parts of `source` into `dest` (created here; its
- * parent must exist). `trust` (from inspectSource) picks the reader's identity;
- * hard links are made only for files of a trusted tree owned by us, and checked
- * to be the inode the reader saw. Throws HelperError (step 'stage') and removes
+ * parent must exist). `trust` (from inspectSource) picks the reader's identity.
+ * With `hardLinks` (release --output only: install's stage must not share an inode
+ * with a source its owner can still write in place), files of a trusted tree owned
+ * by us are hard-linked, checked to be the inode the reader saw. Throws HelperError (step 'stage') and removes
  * `dest` on any failure.
  */
-export async function copyTree(source: string, dest: string, trust: SourceTrust = inspectSource(source)): Promise<StageResult & {owners: Map<string, {uid: number; gid: number; nlink: number}>}> {
+export async function copyTree(source: string, dest: string, trust: SourceTrust = inspectSource(source), options: {hardLinks?: boolean} = {}): Promise<StageResult & {owners: Map<string, {uid: number; gid: number; nlink: number}>}> {
   const self = process.getuid?.() ?? 0
   const asRoot = self === 0
   try {
@@ -237,7 +238,7 @@ export async function copyTree(source: string, dest: string, trust: SourceTrust 
   const dirs = new Set<string>([''])
   const dirModes: Array<[string, number]> = []
   const sameUser = trust.reader.uid === self
-  const child = spawn(process.execPath, ['-e', READER, '--', realpathSync(source), trust.trusted && sameUser ? 'link' : 'copy'], {
+  const child = spawn(process.execPath, ['-e', READER, '--', realpathSync(source), options.hardLinks && trust.trusted && sameUser ? 'link' : 'copy'], {
     cwd: '/',
     env: {PATH: '/usr/bin:/bin', LC_ALL: 'C'},
     stdio: ['ignore', 'pipe', 'pipe'],

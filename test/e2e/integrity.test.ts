@@ -282,7 +282,7 @@ for (const flavor of FLAVORS) {
         const other = version === 'good' ? 'good-v2' : 'good'
         if (op !== 'install') assert.equal((await host.cli(['install', fixturePath(op === 'update' ? other : 'good'), '--name', TEST1])).exitCode, 0)
         // The service runs (an active old version is what a bad recovery would leave answering).
-        await host.execOk(hello[0], hello.slice(1), {user: TESTER.name})
+        if (op !== 'install') await host.execOk(hello[0], hello.slice(1), {user: TESTER.name})
         const args = op === 'uninstall' ? ['uninstall', TEST1] : ['install', fixturePath(version as 'good' | 'good-v2'), '--name', TEST1]
         const delay = (0.1 + Math.random() * 1.6).toFixed(2)
         const quoted = args.map((a) => `'${a}'`).join(' ')
@@ -330,7 +330,7 @@ for (const flavor of FLAVORS) {
       assert.equal((await host.sh(`ls ${STAGES} | grep -c rt.ext`)).stdout.trim(), '0')
     })
 
-    test('status says why it is not merged after a boot: the service disabled, or a mask in /etc/extensions', async () => {
+    test('status says why it is not merged after a boot: the service disabled, or an entry in /etc/extensions shadowing ours', async () => {
       await host.execOk('systemctl', ['disable', 'systemd-sysext.service'])
       await host.reboot()
       assert.deepEqual(await merged(host), [])
@@ -341,14 +341,17 @@ for (const flavor of FLAVORS) {
       assert.equal(repair.exitCode, 0, repair.stdout)
       assert.equal(repair.json.action, 'repair')
       assert.equal(repair.json.bootEnabled, true)
-      await host.execOk('sh', ['-ec', `mkdir -p /etc/extensions; ln -s /dev/null /etc/extensions/${TEST1}; systemd-sysext refresh || true`])
+      // An empty entry of the same name in an earlier directory shadows ours (observed on 252 and 257:
+      // "1 ignored due to incompatible image"; a symlink to /dev/null there is skipped and masks nothing).
+      await host.execOk('sh', ['-ec', `mkdir -p /etc/extensions/${TEST1}; systemd-sysext refresh || true`])
       try {
         const masked = await json(host, ['status', TEST1])
         assert.equal(masked.exitCode, 1)
-        assert.ok(masked.json.problems.some((p: string) => p.includes(`/etc/extensions/${TEST1} (-> /dev/null) shadows /var/lib/extensions/${TEST1}`) && p.includes('masks it')), JSON.stringify(masked.json.problems))
+        assert.ok(masked.json.problems.some((p: string) => p.includes(`not merged: /etc/extensions/${TEST1} (dir) shadows /var/lib/extensions/${TEST1}`) && p.includes(`Remove /etc/extensions/${TEST1}`)), JSON.stringify(masked.json.problems))
       } finally {
-        await host.sh(`rm -f /etc/extensions/${TEST1}; systemd-sysext refresh`)
+        await host.sh(`rmdir /etc/extensions/${TEST1}; systemd-sysext refresh`)
       }
+      assert.equal((await host.cli(['status', TEST1])).exitCode, 0)
       assert.equal((await host.cli(['uninstall', TEST1])).exitCode, 0)
     })
   })
