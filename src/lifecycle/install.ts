@@ -28,7 +28,7 @@ import {
   type TargetKind, acquireLock, cleanLeftovers, readState, stageRoot, writeState,
 } from './state.js'
 import {type Validated, type ValidateOptions, resolveTarget, validateTree} from '../sysext/validate.js'
-import {type Tree, scanTree} from '../sysext/tree.js'
+import {type Tree, assertTreeRoot, scanTree} from '../sysext/tree.js'
 
 export interface InstallOptions extends ValidateOptions {
   targetKind?: TargetKind
@@ -330,6 +330,7 @@ async function stageSource(resolvedPath: string, trust: SourceTrust, parent: str
  */
 export async function validateAndPlan(target: string, options: ValidateOptions & {forceStage?: boolean; dryRun?: boolean}, state: State, paths: Paths, targetKind: TargetKind, emit: Emit, steps: StepRecord[]): Promise<{validated: Validated; plan: InstallPlan}> {
   const resolved = resolveTarget(target, options)
+  assertTreeRoot(resolved.path)
   const trust = inspectSource(resolved.path)
   const inPlace = resolved.origin === 'path' && trust.allRoot && !options.forceStage && hasReleaseFile(resolved.path)
   let parent: string | undefined

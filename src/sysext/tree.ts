@@ -92,11 +92,8 @@ function readHeader(abs: string, entry: TreeEntry): void {
   }
 }
 
-/**
- * Reads the tree at `root`. Throws HelperError only when the root itself is
- * unusable; problems with entries are recorded on them for the rules.
- */
-export function scanTree(root: string): Tree {
+/** Throws TREE_NOT_FOUND / TREE_NOT_DIRECTORY unless `root` is a directory. */
+export function assertTreeRoot(root: string): void {
   let st
   try {
     st = statSync(root)
@@ -110,6 +107,14 @@ export function scanTree(root: string): Tree {
       exit: 2,
       hint: 'Pass the directory that holds usr/, not a file inside it.',
     })
+}
+
+/**
+ * Reads the tree at `root`. Throws HelperError only when the root itself is
+ * unusable; problems with entries are recorded on them for the rules.
+ */
+export function scanTree(root: string): Tree {
+  assertTreeRoot(root)
 
   const entries = new Map<string, TreeEntry>()
   const walk = (absDir: string, relDir: string): void => {

@@ -273,7 +273,7 @@ for (const flavor of FLAVORS) {
 
     test('kill -9 at random moments of install, update and uninstall; the same command again converges', async () => {
       const ops: Array<{op: 'install' | 'update' | 'uninstall'; version?: 'good' | 'good-v2'}> = []
-      for (let i = 0; i < 6; i++) ops.push({op: (['install', 'update', 'uninstall'] as const)[i % 3], version: i % 2 ? 'good-v2' : 'good'})
+      for (let i = 0; i < 9; i++) ops.push({op: (['install', 'update', 'uninstall'] as const)[i % 3], version: i % 2 ? 'good-v2' : 'good'})
       const log: string[] = []
       for (const {op, version} of ops) {
         // Arrange the starting point: absent for install, the other version for update, installed for uninstall.
@@ -284,11 +284,14 @@ for (const flavor of FLAVORS) {
         // The service runs (an active old version is what a bad recovery would leave answering).
         if (op !== 'install') await host.execOk(hello[0], hello.slice(1), {user: TESTER.name})
         const args = op === 'uninstall' ? ['uninstall', TEST1] : ['install', fixturePath(version as 'good' | 'good-v2'), '--name', TEST1]
-        const delay = (0.1 + Math.random() * 1.6).toFixed(2)
+        // The CLI needs ~0.3 s to start and ~1-1.5 s for a whole change on these hosts.
+        const delay = (0.3 + Math.random() * 1.2).toFixed(2)
         const quoted = args.map((a) => `'${a}'`).join(' ')
-        const k = await host.sh(`${GUEST_NODE} ${REPO_ROOT}/bin/run.js ${quoted} >/dev/null 2>&1 & p=$!; sleep ${delay}; kill -9 $p 2>/dev/null; wait $p; echo $?`)
+        const k = await host.sh(`${GUEST_NODE} ${REPO_ROOT}/bin/run.js ${quoted} >/dev/null 2>/tmp/killed.err & p=$!; sleep ${delay}; kill -9 $p 2>/dev/null; wait $p; echo $?`)
         const firstExit = Number(k.stdout.trim())
-        log.push(`${op} ${version ?? ''} killed after ${delay}s -> ${firstExit === 137 ? 'killed' : `finished (${firstExit})`}`)
+        // Plain progress lines on stderr: the last one names the step the kill hit.
+        const lastLine = (await host.execOk('cat', ['/tmp/killed.err'])).stdout.trim().split('\n').pop() ?? ''
+        log.push(`${op} ${version ?? ''} killed after ${delay}s -> ${firstExit === 137 ? `killed (last: ${lastLine.slice(0, 60) || 'nothing printed'})` : `finished (${firstExit})`}`)
         const rerun = await json(host, args)
         if (op === 'uninstall' && firstExit === 0) assert.equal(rerun.json?.error?.code, 'UNINSTALL_NOT_MANAGED', rerun.stdout)
         else assert.equal(rerun.exitCode, 0, `${op} after a kill at ${delay}s: ${rerun.stdout}${rerun.stderr}`)
