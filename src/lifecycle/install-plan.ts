@@ -122,7 +122,9 @@ export function planInstall(input: PlanInput): InstallPlan {
 
   if (mode === 'stage' && input.incoming === undefined)
     throw new HelperError('INSTALL_NEEDS_STAGE', `${name} must be staged (${stageReasons.join('; ')}).`, {step: 'plan'})
-  const samePlace = previous && previous.target === targetKind && previous.hash === hash && !drifted && (mode === 'stage') === (previous.stage !== undefined)
+  // A tree linked in place stays so only while nobody but root can change it (e.g. not after a chown).
+  const placeStillSafe = previous?.stage !== undefined || input.trust.allRoot
+  const samePlace = previous && previous.target === targetKind && previous.hash === hash && !drifted && placeStillSafe
   const linkEntry = entries.find((e) => e.path === link)
   const previousLink = linkEntry?.type === 'symlink' ? {link, target: linkEntry.target as string} : null
   let action: InstallAction = previous ? 'update' : 'install'

@@ -21,7 +21,7 @@ import {compareManifest, describeDrift, takeManifest} from './manifest.js'
 import {type HostProbe, probeHost, probeWarnings} from './preflight.js'
 import {bootId, processStartS, processUnit, uptimeS} from './processes.js'
 import {writeReleaseAt} from '../sysext/release-writer.js'
-import {copyTree, inspectSource, type SourceTrust, stageHint} from '../sysext/tree-copy.js'
+import {type SourceOwner, type SourceTrust, copyTree, inspectSource, stageHint} from '../sysext/tree-copy.js'
 import {isManagedLink, isStageDir} from './state-schema.js'
 import {
   DEFAULT_PATHS, type ExtensionSource, type Lock, type ManagedExtension, type Paths, type PendingChange, type State,
@@ -335,7 +335,7 @@ export async function validateAndPlan(target: string, options: ValidateOptions &
   const inPlace = resolved.origin === 'path' && trust.allRoot && !options.forceStage && hasReleaseFile(resolved.path)
   let parent: string | undefined
   let incoming: string | undefined
-  let owners: Map<string, {uid: number; gid: number; nlink: number}> | undefined
+  let owners: Map<string, SourceOwner> | undefined
   const dropIncoming = (): void => {
     if (incoming) rmSync(incoming, {recursive: true, force: true})
     if (options.dryRun && parent) rmSync(parent, {recursive: true, force: true})

@@ -26,6 +26,14 @@ export interface StageResult {
   copied: number
 }
 
+/** Who owned an entry of the source, its link count and inode there (the copy is root-owned, nlink 1). */
+export interface SourceOwner {
+  uid: number
+  gid: number
+  nlink: number
+  ino: number
+}
+
 /** Who may read a source tree, and whether anybody but us (or root) could change it. */
 export interface SourceTrust {
   /** Nobody but root and us can change the tree or swap any directory above or inside it. */
@@ -226,7 +234,7 @@ export function stageHint(errno: string | undefined, path: string): string {
  * by us are hard-linked, checked to be the inode the reader saw. Throws HelperError (step 'stage') and removes
  * `dest` on any failure.
  */
-export async function copyTree(source: string, dest: string, trust: SourceTrust = inspectSource(source), options: {hardLinks?: boolean} = {}): Promise<StageResult & {owners: Map<string, {uid: number; gid: number; nlink: number}>}> {
+export async function copyTree(source: string, dest: string, trust: SourceTrust = inspectSource(source), options: {hardLinks?: boolean} = {}): Promise<StageResult & {owners: Map<string, SourceOwner>}> {
   const self = process.getuid?.() ?? 0
   const asRoot = self === 0
   try {
@@ -234,7 +242,7 @@ export async function copyTree(source: string, dest: string, trust: SourceTrust 
   } catch (error) {
     throw writeFailure(error, dest, 'Cannot create the staged copy')
   }
-  const result = {linked: 0, copied: 0, owners: new Map<string, {uid: number; gid: number; nlink: number}>()}
+  const result = {linked: 0, copied: 0, owners: new Map<string, SourceOwner>()}
   const dirs = new Set<string>([''])
   const dirModes: Array<[string, number]> = []
   const sameUser = trust.reader.uid === self
@@ -263,7 +271,7 @@ export async function copyTree(source: string, dest: string, trust: SourceTrust 
       if (!dirs.has(parent)) throw refuse(`'${name}' does not sit in a directory copied before it`)
       const to = join(dest, name)
       const pax = (h.pax ?? {}) as Record<string, string>
-      result.owners.set(name, {uid: Number(pax['SYSEXT.uid'] ?? h.uid), gid: Number(pax['SYSEXT.gid'] ?? h.gid), nlink: Number(pax['SYSEXT.nlink'] ?? 1)})
+      result.owners.set(name, {uid: Number(pax['SYSEXT.uid'] ?? h.uid), gid: Number(pax['SYSEXT.gid'] ?? h.gid), nlink: Number(pax['SYSEXT.nlink'] ?? 1), ino: Number(pax['SYSEXT.ino'] ?? 0)})
       const mode = (h.mode ?? 0) & 0o7777
       try {
         if (h.type === 'directory') {

@@ -12,6 +12,7 @@ import type {RuleContext} from './rules/context.js'
 import {RULE_SETS} from './rules/index.js'
 import {releaseCandidates} from './rules/release.js'
 import {type Tree, scanTree} from './tree.js'
+import type {SourceOwner} from './tree-copy.js'
 
 export interface TargetOptions extends FlatpakEnv {
   /** --installation: restrict app lookup to this installation. */
@@ -108,9 +109,10 @@ export function validate(target: string, options: ValidateOptions = {}): Validat
 /**
  * Judges an already scanned tree (install: the staged copy) as the tree of
  * `resolved`. `owners` carries the source's ownership and link counts for a copy
- * (the copy is root-owned; the rules judge who owned the files that were read).
+ * (the copy is root-owned with fresh inodes; the rules judge who owned the files
+ * that were read and how they were linked there).
  */
-export function validateTree(tree: Tree, resolved: ResolvedTarget, options: ValidateOptions = {}, owners?: Map<string, {uid: number; gid: number; nlink: number}>): Validated {
+export function validateTree(tree: Tree, resolved: ResolvedTarget, options: ValidateOptions = {}, owners?: Map<string, SourceOwner>): Validated {
   const host = loadHost(options.hostRoot ?? '/')
   if (owners)
     for (const entry of tree.entries.values()) {
