@@ -100,6 +100,23 @@ for (const flavor of FLAVORS) {
       console.log(`# ${flavor}: race rounds: ${installed} installed (validated copy), ${refused} refused at stage`)
     })
 
+    test('the issue\'s attack: the file swapped for a symlink to /etc/shadow right after the read changes nothing', async () => {
+      const home = `/home/${TESTER.name}`
+      await host.execOk('sh', ['-ec', `rm -rf ${home}/ext2; mkdir -p ${home}/ext2/usr/share/aaa; printf harmless > ${home}/ext2/usr/share/aaa/secret; chown -R ${TESTER.name}: ${home}/ext2`])
+      // The run holds still for 3 s when validation starts: after the one read of the source, before
+      // anything is scanned, hashed, copied or merged (where the old code re-read the source).
+      const run = json(host, ['install', `${home}/ext2`, '--name', 'aaa.ext', '--no-verify'], {SYSEXT_HELPER_PAUSE_AT: 'validate'})
+      await host.sh(`for i in $(seq 100); do [ -n "$(ls -A ${STAGES} 2>/dev/null | grep incoming)" ] && exit 0; sleep 0.02; done; exit 1`)
+      await host.execOk('sh', ['-c', `sleep 0.5; ln -s /etc/shadow ${home}/l && mv -T ${home}/l ${home}/ext2/usr/share/aaa/secret`], {user: TESTER.name})
+      const r = await run
+      assert.equal(r.exitCode, 0, r.stdout + r.stderr)
+      assert.equal((await host.execOk('stat', ['-c', '%F %U %a', '/usr/share/aaa/secret'])).stdout.trim(), 'regular file root 644')
+      assert.equal((await host.execOk('cat', ['/usr/share/aaa/secret'])).stdout, 'harmless')
+      assert.equal((await host.execOk('cat', [`${r.json.linkTarget}/usr/share/aaa/secret`])).stdout, 'harmless')
+      assert.equal((await host.cli(['status', 'aaa.ext'])).exitCode, 0, 'the stage is what was validated: no drift')
+      assert.equal((await host.cli(['uninstall', 'aaa.ext'])).exitCode, 0)
+    })
+
     test('drift in place: files added after install are reported by status and list; install refuses with the way back', async () => {
       await host.execOk('sh', ['-ec', 'rm -rf /srv/drift; mkdir -p /srv/drift/usr/share/drift /srv/drift/usr/lib/extension-release.d; echo ok > /srv/drift/usr/share/drift/README; echo ID=_any > /srv/drift/usr/lib/extension-release.d/extension-release.drift.ext'])
       const r = await json(host, ['install', '/srv/drift', '--name', 'drift.ext'])
