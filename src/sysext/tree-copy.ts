@@ -26,13 +26,20 @@ export interface StageResult {
   copied: number
 }
 
-/** Who owned an entry of the source, its link count and inode there (the copy is root-owned, nlink 1). */
+/**
+ * An entry as the source had it: owner, permission bits (the copy never carries
+ * setuid/setgid on files), link count and inode (the copy is root-owned, nlink 1).
+ */
 export interface SourceOwner {
   uid: number
   gid: number
+  mode: number
   nlink: number
   ino: number
 }
+
+/** Files in a copy are root-owned: they never get the setuid/setgid bits (the rules judge the source's). */
+const NO_SETID = ~0o6000
 
 /** Who may read a source tree, and whether anybody but us (or root) could change it. */
 export interface SourceTrust {
@@ -271,8 +278,8 @@ export async function copyTree(source: string, dest: string, trust: SourceTrust 
       if (!dirs.has(parent)) throw refuse(`'${name}' does not sit in a directory copied before it`)
       const to = join(dest, name)
       const pax = (h.pax ?? {}) as Record<string, string>
-      result.owners.set(name, {uid: Number(pax['SYSEXT.uid'] ?? h.uid), gid: Number(pax['SYSEXT.gid'] ?? h.gid), nlink: Number(pax['SYSEXT.nlink'] ?? 1), ino: Number(pax['SYSEXT.ino'] ?? 0)})
       const mode = (h.mode ?? 0) & 0o7777
+      result.owners.set(name, {uid: Number(pax['SYSEXT.uid'] ?? h.uid), gid: Number(pax['SYSEXT.gid'] ?? h.gid), mode, nlink: Number(pax['SYSEXT.nlink'] ?? 1), ino: Number(pax['SYSEXT.ino'] ?? 0)})
       try {
         if (h.type === 'directory') {
           mkdirSync(to, {mode: 0o700})
@@ -313,7 +320,7 @@ export async function copyTree(source: string, dest: string, trust: SourceTrust 
               while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off)
             }
             if (asRoot) fchownSync(fd, 0, 0)
-            fchmodSync(fd, mode)
+            fchmodSync(fd, mode & NO_SETID)
           } finally {
             closeSync(fd)
           }
@@ -369,7 +376,7 @@ function copyVerified(from: string, to: string, ino: string | undefined, mode: n
         while (off < n) off += writeSync(dst, buf, off, n - off)
       }
       if (asRoot) fchownSync(dst, 0, 0)
-      fchmodSync(dst, mode)
+      fchmodSync(dst, mode & NO_SETID)
     } finally {
       closeSync(dst)
     }

@@ -117,7 +117,7 @@ export function validateTree(tree: Tree, resolved: ResolvedTarget, options: Vali
   if (owners)
     for (const entry of tree.entries.values()) {
       const o = owners.get(entry.path)
-      if (o) Object.assign(entry, o)
+      if (o) Object.assign(entry, {uid: o.uid, gid: o.gid, nlink: o.nlink, ino: o.ino, mode: (entry.mode & ~0o7777) | o.mode})
     }
   const name = extensionName(tree, options.name, resolved.app)
   const findings = runRules({tree, host, name, origin: resolved.origin}, options.strict)

@@ -10,6 +10,8 @@ import {execFileSync} from 'node:child_process'
 import {after, describe, test} from 'node:test'
 import {HelperError} from '../../src/errors.js'
 import {copyTree, inspectSource} from '../../src/sysext/tree-copy.js'
+import {scanTree} from '../../src/sysext/tree.js'
+import {validateTree} from '../../src/sysext/validate.js'
 
 const scratch = mkdtempSync(join(tmpdir(), 'sysext-tree-copy-'))
 chmodSync(scratch, 0o755)
@@ -44,6 +46,17 @@ describe('copyTree', () => {
     assert.equal(r.linked, 0, 'install copies never share an inode with the source')
     assert.notEqual(statSync(join(out, 'usr/share/a/f')).ino, statSync(join(src, 'usr/share/a/f')).ino)
     assert.equal(r.owners.get('usr/share/a/f')?.uid, process.getuid?.())
+  })
+
+  test('a copy never carries setuid/setgid on files; the rules still judge the source\'s bits and owners', async () => {
+    const src = tree({'usr/bin/x': '#!/bin/sh\n', 'usr/share/y': 'y'})
+    chmodSync(join(src, 'usr/bin/x'), 0o4755)
+    const out = join(scratch, `out${n++}`)
+    const r = await copyTree(src, out)
+    assert.equal(statSync(join(out, 'usr/bin/x')).mode & 0o7777, 0o755)
+    assert.equal(r.owners.get('usr/bin/x')?.mode, 0o4755)
+    const validated = validateTree(scanTree(out), {path: src, origin: 'path'}, {name: 'x.ext'}, r.owners)
+    assert.ok(validated.report.findings.some((f) => f.rule === 'file-setuid' && f.file === 'usr/bin/x'), JSON.stringify(validated.report.findings.map((f) => f.rule)))
   })
 
   test('hardLinks (release --output): files of a trusted tree are linked', async () => {
