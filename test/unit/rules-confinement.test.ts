@@ -147,6 +147,14 @@ describe('confine-path: names that only look like the extension\'s own', () => {
       {name: 'python3', hostRoot: makeHostRoot(DEBIAN_12)})
     assert.ok(findings.some((f) => f.rule === 'confine-path' && f.file === 'usr/lib/python3/dist-packages/zz.pth'), JSON.stringify(findings))
   })
+  test('a unit name does not make a directory the extension\'s own (the tree picks unit names freely)', () => {
+    const files = {
+      'usr/lib/systemd/system/vim.service': '[Service]\nExecStart=/usr/libexec/app1/helper\n',
+      'usr/libexec/app1/helper': EXE,
+      'usr/share/vim/vimfiles/plugin/evil.vim': 'x',
+    }
+    assertRefused(files, 'usr/share/vim/vimfiles/plugin/evil.vim', 'confine-path')
+  })
   test('a translation of a host text domain (sudo.mo in a language the host lacks) is refused; a new domain is fine', () => {
     const host = makeHostRoot(DEBIAN_12, {'usr/share/locale/de/LC_MESSAGES/sudo.mo': 'x'})
     const findings = findingsFor(makeTree({...REL, 'usr/share/locale/xx/LC_MESSAGES/sudo.mo': 'x', 'usr/share/locale/de/LC_MESSAGES/org.example.App1.mo': 'x'}), {name: NAME, hostRoot: host})

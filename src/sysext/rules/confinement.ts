@@ -76,12 +76,9 @@ export interface Own {
 
 export function ownNames(tree: Tree, name: string | undefined): Own {
   const busNames = declaredBusNames(tree)
+  // Not unit names: the tree picks those freely (a unit named vim.service must not make usr/share/vim its own).
   const dirNames = new Set<string>([...busNames])
   if (name) dirNames.add(name)
-  for (const entry of mergedEntries(tree)) {
-    const unit = new RegExp(`^${UNITS}/([^/@]+)@?\\.service$`).exec(entry.path)
-    if (unit) dirNames.add(unit[1])
-  }
   return {busNames, dirNames}
 }
 
@@ -148,7 +145,7 @@ export function classify(entry: TreeEntry, ctx: RuleContext, own: Own): Classifi
   return {kind: 'refused', why: 'it is none of the files an extension\'s on-demand service needs'}
 }
 
-const ALLOWED_LIST = 'its D-Bus service files, bus policies and polkit actions, .service units, programs under usr/libexec/NEW-NAME/, files under usr/lib/NAME/, usr/share/NAME/ or opt/NAME/ (NAME: the extension\'s name, a bus name or a unit name), documentation, and the release file'
+const ALLOWED_LIST = 'its D-Bus service files, bus policies and polkit actions, .service units, programs under usr/libexec/NEW-NAME/, files under usr/lib/NAME/, usr/share/NAME/ or opt/NAME/ (NAME: the extension\'s name or one of its bus names), documentation, and the release file'
 
 function check(ctx: RuleContext): Finding[] {
   const findings: Finding[] = []
