@@ -22,6 +22,8 @@ export interface Host {
   /** The os-release file that was read, as a path inside root. */
   osReleasePath: string
   osRelease: ReleaseFields
+  /** Why systemd could not parse the os-release file (then osRelease is empty). */
+  osReleaseError?: string
   /** systemd's architecture name (x86-64, arm64, ...). */
   architecture: string
   /** systemd version installed in root (from libsystemd-shared-NNN.so), when found. */
@@ -90,14 +92,39 @@ export function systemdArchitecture(nodeArch: string = process.arch): string {
   return NODE_TO_SYSTEMD[nodeArch] ?? nodeArch
 }
 
-function readOsRelease(root: string): {path: string; fields: ReleaseFields} {
-  for (const path of ['/etc/os-release', '/usr/lib/os-release']) {
+/** A path inside root with its symlinks followed inside root (as chase() with a root does). */
+function chaseInRoot(root: string, path: string): string {
+  let current = path
+  for (let hops = 0; hops < 32; hops++) {
+    let target: string
     try {
-      const text = readFileSync(posix.join(root, path), 'utf8')
-      return {path, fields: parseRelease(text).fields}
+      if (!lstatSync(posix.join(root, current)).isSymbolicLink()) break
+      target = readlinkSync(posix.join(root, current))
     } catch {
-      // try the next one, as systemd does
+      break
     }
+    current = target.startsWith('/') ? target : posix.join(posix.dirname(current), target)
+    current = posix.resolve('/', current)
+  }
+  return posix.join(root, current)
+}
+
+/**
+ * The host's os-release as systemd-sysext reads it: /etc/os-release, else (only when
+ * that does not exist) /usr/lib/os-release, in the env-file grammar. A file systemd
+ * cannot parse yields no fields (then no ID, and sysext merges nothing).
+ */
+function readOsRelease(root: string, systemdVersion: number | undefined): {path: string; fields: ReleaseFields; error?: string} {
+  for (const path of ['/etc/os-release', '/usr/lib/os-release']) {
+    let bytes: Buffer
+    try {
+      bytes = readFileSync(chaseInRoot(root, path))
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue
+      return {path, fields: {}, error: (error as NodeJS.ErrnoException).code ?? String(error)}
+    }
+    const parsed = parseRelease(bytes, {kind: 'os-release', systemdVersion})
+    return {path, fields: parsed.fields, error: parsed.error}
   }
   throw new HelperError('HOST_NO_OS_RELEASE', `No os-release found in '${root}' (looked for /etc/os-release and /usr/lib/os-release).`, {
     hint: root === '/' ? 'This host has no os-release; systemd-sysext cannot match extensions on it.' : 'Pass --host-root the root directory of an installed system.',
@@ -194,7 +221,8 @@ export function loadHost(root = '/'): Host {
   }
   if (!st.isDirectory())
     throw new HelperError('HOST_ROOT_NOT_DIRECTORY', `Host root '${root}' is not a directory.`, {exit: 2, hint: 'Pass --host-root the root directory of an installed system.'})
-  const {path, fields} = readOsRelease(resolvedRoot)
+  const systemdVersion = installedSystemdVersion(resolvedRoot)
+  const {path, fields, error: osReleaseError} = readOsRelease(resolvedRoot, systemdVersion)
   const statCache = new Map<string, HostFile | undefined>()
   const lstat = (p: string): HostFile | undefined => {
     if (statCache.has(p)) return statCache.get(p)
@@ -248,7 +276,8 @@ export function loadHost(root = '/'): Host {
     extensionProviding,
     osRelease: fields,
     architecture: rootArchitecture(resolvedRoot),
-    systemdVersion: installedSystemdVersion(resolvedRoot),
+    systemdVersion,
+    osReleaseError,
     libraryDirs: libraryDirs(resolvedRoot, lstat),
     lstat,
     readlink,

@@ -7,6 +7,7 @@ import {closeSync, lstatSync, openSync, readSync, readdirSync, readFileSync, rea
 import {join} from 'node:path'
 import {HelperError, fsError} from '../errors.js'
 import {type ElfInfo, fdReader, parseElf} from '../formats/elf.js'
+import {readReleaseExtras} from './tree-release.js'
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'other'
 
@@ -31,6 +32,12 @@ export interface TreeEntry {
   shebang?: string
   /** Set when the entry could not be read (e.g. EACCES); the rules report it. */
   readError?: string
+  /** Release files (and what release-file symlinks lead to): the bytes, for systemd's UTF-8 rules. */
+  raw?: Buffer
+  /** Release files: user.extension-release.strict (null: not set); undefined when it could not be read. */
+  strictXattr?: string | null
+  /** Release-file symlinks: where they lead inside the image (chased as systemd does, `..` and `/` clamped to the image root). */
+  chased?: {path: string; type: EntryType | 'missing'; raw?: Buffer}
 }
 
 export interface Tree {
@@ -143,7 +150,10 @@ export function scanTree(root: string): Tree {
           if (entry.size > MAX_TEXT) entry.readError = 'EFBIG'
           else {
             try {
-              entry.text = readFileSync(abs, 'utf8')
+              if (rel.startsWith('usr/lib/extension-release.d/')) {
+                entry.raw = readFileSync(abs)
+                entry.text = entry.raw.toString('utf8')
+              } else entry.text = readFileSync(abs, 'utf8')
             } catch (error) {
               entry.readError = (error as NodeJS.ErrnoException).code ?? String(error)
             }
@@ -154,7 +164,9 @@ export function scanTree(root: string): Tree {
     }
   }
   walk(root, '')
-  return {root, entries}
+  const tree = {root, entries}
+  readReleaseExtras(tree)
+  return tree
 }
 
 /** Entries directly inside `dir` (relative), sorted by path. */
