@@ -6,7 +6,7 @@
 import {lstatSync, readFileSync, readdirSync, readlinkSync, statSync} from 'node:fs'
 import {posix} from 'node:path'
 import {HelperError} from '../errors.js'
-import {parseElfFile} from '../formats/elf.js'
+import {type ElfInfo, parseElfFile} from '../formats/elf.js'
 import {type ReleaseFields, parseRelease} from '../formats/os-release.js'
 import type {EntryType, Tree} from './tree.js'
 
@@ -35,6 +35,12 @@ export interface Host {
   readlink(path: string): string | undefined
   /** Names in a directory inside root (sorted), or undefined when it is not one. */
   readdir(path: string): string[] | undefined
+  /**
+   * ELF headers (dynamic section, symbol versions) of a regular file inside root,
+   * parsed once and cached; undefined when it is not a readable regular file.
+   * `path` must be final (symlinks already followed, e.g. by resolveMerged).
+   */
+  elf(path: string): ElfInfo | undefined
   /** A regular file's text (at most 1 MiB) inside root, or undefined. */
   readText(path: string): string | undefined
   /**
@@ -260,6 +266,19 @@ export function loadHost(root = '/'): Host {
       return undefined
     }
   }
+  const elfCache = new Map<string, ElfInfo | undefined>()
+  const elf = (p: string): ElfInfo | undefined => {
+    if (!elfCache.has(p)) {
+      let info: ElfInfo | undefined
+      try {
+        if (lstat(p)?.type === 'file') info = parseElfFile(posix.join(resolvedRoot, p))
+      } catch {
+        info = undefined
+      }
+      elfCache.set(p, info)
+    }
+    return elfCache.get(p)
+  }
   const images = mergedImages(resolvedRoot)
   const extensionProviding = (p: string): string | undefined =>
     images.find((image) => {
@@ -283,6 +302,7 @@ export function loadHost(root = '/'): Host {
     readlink,
     readdir,
     readText,
+    elf,
   }
 }
 
