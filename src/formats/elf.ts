@@ -120,10 +120,39 @@ interface Segment {
 
 class Malformed extends Error {}
 
+const PAGE = 4096
+const MAX_PAGES = 64
+
+/** Serves small reads from 4 KiB pages: headers, strings and version entries sit close together. */
+function paged(read: ElfReader): ElfReader {
+  const pages = new Map<number, Buffer>()
+  const page = (n: number): Buffer => {
+    let buf = pages.get(n)
+    if (!buf) {
+      buf = read(n * PAGE, PAGE)
+      if (pages.size < MAX_PAGES) pages.set(n, buf)
+    }
+    return buf
+  }
+  return (offset, length) => {
+    if (!Number.isSafeInteger(offset) || offset < 0 || length > PAGE) return read(offset, length)
+    const first = Math.floor(offset / PAGE)
+    const last = Math.floor((offset + length - 1) / PAGE)
+    if (length === 0) return Buffer.alloc(0)
+    if (first === last) {
+      const buf = page(first)
+      return buf.subarray(offset - first * PAGE, Math.min(buf.length, offset - first * PAGE + length))
+    }
+    const a = page(first)
+    const b = a.length < PAGE ? Buffer.alloc(0) : page(last)
+    return Buffer.concat([a, b]).subarray(offset - first * PAGE, offset - first * PAGE + length)
+  }
+}
+
 export function parseElf(read: ElfReader): ElfInfo {
   const info: ElfInfo = {bits: 64, byteOrder: 'le', machine: 0, type: 'other', needed: [], runpath: []}
   try {
-    parseInto(read, info)
+    parseInto(paged(read), info)
   } catch (error) {
     info.malformed = error instanceof Malformed ? error.message : `cannot be read: ${(error as Error).message ?? String(error)}`
   }
