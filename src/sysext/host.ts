@@ -8,6 +8,7 @@ import {posix} from 'node:path'
 import {HelperError} from '../errors.js'
 import {type ElfInfo, parseElfFile} from '../formats/elf.js'
 import {type ReleaseFields, parseRelease} from '../formats/os-release.js'
+import {parseAccounts} from '../formats/sysusers.js'
 import type {EntryType, Tree} from './tree.js'
 
 export interface HostFile {
@@ -43,6 +44,14 @@ export interface Host {
   elf(path: string): ElfInfo | undefined
   /** A regular file's text (at most 1 MiB) inside root, or undefined. */
   readText(path: string): string | undefined
+  /** Accounts in root's /etc/passwd and /etc/group (name -> id), read once. */
+  accounts(): {users: Map<string, number>; groups: Map<string, number>}
+  /**
+   * The system bus implementation, judged from files: dbus-broker when
+   * /usr/bin/dbus-broker exists and dbus.service is an alias of dbus-broker.service,
+   * dbus-daemon when /usr/bin/dbus-daemon exists, else unknown.
+   */
+  bus: 'dbus-broker' | 'dbus-daemon' | 'unknown'
   /**
    * The merged extension that provides `path` (absolute, under /usr or /opt), when
    * the file seen on the host comes from an extension rather than from the OS.
@@ -279,6 +288,9 @@ export function loadHost(root = '/'): Host {
     }
     return elfCache.get(p)
   }
+  let accountsCache: ReturnType<Host['accounts']> | undefined
+  const accounts = (): ReturnType<Host['accounts']> =>
+    (accountsCache ??= {users: parseAccounts(readText('/etc/passwd') ?? ''), groups: parseAccounts(readText('/etc/group') ?? '')})
   const images = mergedImages(resolvedRoot)
   const extensionProviding = (p: string): string | undefined =>
     images.find((image) => {
@@ -303,7 +315,23 @@ export function loadHost(root = '/'): Host {
     readdir,
     readText,
     elf,
+    accounts,
+    bus: busImplementation(readlink, lstat),
   }
+}
+
+/** See Host.bus. dbus.service in /etc (enabled alias) wins over /usr/lib, as in systemd. */
+function busImplementation(readlink: Host['readlink'], lstat: Host['lstat']): Host['bus'] {
+  const broker = ['/usr/bin/dbus-broker', '/bin/dbus-broker'].some((p) => lstat(p) !== undefined)
+  if (broker) {
+    for (const dir of ['/etc/systemd/system', '/usr/lib/systemd/system', '/lib/systemd/system']) {
+      const target = readlink(`${dir}/dbus.service`)
+      if (target !== undefined) return posix.basename(target) === 'dbus-broker.service' ? 'dbus-broker' : 'dbus-daemon'
+      if (lstat(`${dir}/dbus.service`) !== undefined) break
+    }
+  }
+  if (['/usr/bin/dbus-daemon', '/bin/dbus-daemon'].some((p) => lstat(p) !== undefined)) return 'dbus-daemon'
+  return broker ? 'dbus-broker' : 'unknown'
 }
 
 export interface Resolved {

@@ -53,6 +53,7 @@ export const TEXT_DIRS = [
   'usr/share/dbus-1/system.d',
   'usr/share/polkit-1/actions',
   'usr/lib/systemd/system',
+  'usr/lib/sysusers.d',
 ]
 const MAX_TEXT = 1024 * 1024
 
