@@ -28,7 +28,7 @@ export interface EnvAssignment {
   key: string
   /** undefined for `KEY=` (systemd passes NULL; os-release readers treat it as unset). */
   value: string | undefined
-  /** 1-based line the assignment ended on. */
+  /** 1-based line the assignment ended on (systemd's own messages say one more). */
   line: number
 }
 
@@ -120,8 +120,8 @@ export function parseEnvFile(input: Uint8Array | string, options: EnvFileOptions
       case 'PRE_VALUE':
         if (is(NEWLINE, c)) {
           state = 'PRE_KEY'
-          line++
           push(false)
+          line++
           key = []
           value = undefined
         } else if (c === 0x27) state = 'SQ'
@@ -135,8 +135,8 @@ export function parseEnvFile(input: Uint8Array | string, options: EnvFileOptions
       case 'VALUE':
         if (is(NEWLINE, c)) {
           state = 'PRE_KEY'
-          line++
           push(true)
+          line++
           key = []
           value = undefined
         } else if (c === 0x5c) {

@@ -14,6 +14,8 @@ export function releasePath(name: string): string {
 /** What systemd-sysext needs to know about the host to judge a release file. */
 export interface HostIdentity {
   osRelease: ReleaseFields
+  /** Why systemd could not parse the host's os-release (then osRelease is empty). */
+  osReleaseError?: string
   architecture: string
   /** Installed systemd version, when known (ID_LIKE matching: see ID_LIKE_SINCE). */
   systemdVersion?: number
@@ -43,7 +45,7 @@ function refuse(rule: string, key: string, message: string, hint: string): Relea
 export function judgeRelease(name: string, release: ReleaseFields, host: HostIdentity): ReleaseVerdict {
   if ((host.osRelease.ID ?? '') === '')
     return refuse('release-host-id-missing', 'ID',
-      `The host's os-release has no ID=; systemd-sysext then refuses to merge any extension, '${name}' included.`,
+      `The host's os-release ${host.osReleaseError ? `cannot be parsed (${host.osReleaseError})` : 'has no ID='}; systemd-sysext then refuses to merge any extension, '${name}' included.`,
       'Fix the host: /etc/os-release (or /usr/lib/os-release) must set ID=, e.g. ID=debian.')
   const scope = (release.SYSEXT_SCOPE ?? 'system portable').split(/\s+/).filter(Boolean)
   if (!scope.includes('system'))

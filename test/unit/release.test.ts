@@ -189,6 +189,10 @@ describe('release rules on trees', () => {
     const host = makeHostRoot('NAME=Nothing\nVERSION_ID=1\n')
     const f = findingsFor(makeTree({...payload, [REL]: 'ID=_any\n'}), {name: 'org.example.App', hostRoot: host})
     assert.deepEqual(rulesOf(f), ['release-host-id-missing'])
+    const broken = makeHostRoot({content: Buffer.from([...Buffer.from('ID=debian\nNAME=caf'), 0xe9, 0x0a])})
+    const g = findingsFor(makeTree({...payload, [REL]: 'ID=_any\n'}), {name: 'org.example.App', hostRoot: broken})
+    assert.deepEqual(rulesOf(g), ['release-host-id-missing'])
+    assert.match(g[0].message, /cannot be parsed \(line 2: invalid UTF-8/)
   })
   test("the host's os-release is read in the same grammar (single quotes)", () => {
     const host = makeHostRoot("ID='debian'\nVERSION_ID='12'\n")
