@@ -48,7 +48,7 @@ export async function withJournal(failure: PingFailure, since: number, name: str
     if (cause) break
   }
   if (lines.length === 0) return failure
-  const quoted = cause ? `${cause.summary}; the journal says: "${cause.line}". ` : `The journal says: "${lines.slice(-3).join(' | ')}". `
+  const quoted = cause ? `Cause: ${cause.summary}; the journal says: "${cause.line}". ` : `The journal says: "${lines.slice(-3).join(' | ')}". `
   return {...failure, journal: lines, journalCause: cause, diagnosis: quoted + failure.diagnosis}
 }
 
