@@ -1,33 +1,27 @@
 /**
- * Builds sysext-helper as a self-contained system extension tree:
+ * Builds sysext-helper's bundles and its self-contained system extension tree.
  *
- *   usr/bin/sysext-helper                 sh wrapper: exec the bundled node on cli.js
- *   usr/lib/sysext-helper/node            this machine's node binary
- *   usr/lib/sysext-helper/cli.js          entry: runs oclif on commands.js
- *   usr/lib/sysext-helper/commands.js     esbuild bundle of every command (exports COMMANDS)
- *   usr/lib/sysext-helper/helper.js       esbuild bundle of the helper service (when src/helper has one)
- *   usr/lib/sysext-helper/uwrap.node      usocket's prebuilt addon, loaded by the bundles
- *   usr/lib/sysext-helper/package.json    oclif config: explicit command discovery
- *   usr/lib/sysext-helper/oclif.manifest.json
- *   usr/lib/extension-release.d/extension-release.sysext-helper
- *   usr/...                               every templates/<component>/usr/** file
+ *   dist/bundle/    cli.js (runs oclif on commands.js), commands.js (esbuild bundle of every
+ *                   command, exports COMMANDS), helper.js (the helper service), uwrap.node
+ *                   (usocket's prebuilt addon, loaded by the bundles), package.json (oclif
+ *                   config: explicit command discovery), oclif.manifest.json. The npm package
+ *                   ships this directory (no runtime dependencies to install).
+ *   --out DIR       the extension tree assembled from the bundles, this machine's node,
+ *                   templates/ and extension-release.d/ (src/lifecycle/self-tree.ts).
  *
  * Usage (after `npm run build`, which compiles this file):
- *   node dist/scripts/build-extension.js [--out DIR] [--image] [--image-format squashfs|erofs] [--image-output FILE]
+ *   node dist/scripts/build-extension.js [--bundle-only] [--out DIR] [--image] [--image-format squashfs|erofs] [--image-output FILE]
  * Default --out: dist/extension; default image: sysext-helper.raw next to the tree.
  */
 import {spawnSync} from 'node:child_process'
-import {
-  chmodSync, copyFileSync, existsSync, lchownSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmSync,
-  statSync, symlinkSync, writeFileSync,
-} from 'node:fs'
+import {chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmSync, statSync} from 'node:fs'
 import {dirname, join, relative, resolve} from 'node:path'
 import {fileURLToPath, pathToFileURL} from 'node:url'
 import {parseArgs} from 'node:util'
 import {type Plugin, build} from 'esbuild'
 import {HelperError} from '../src/errors.js'
-import {systemdArchitecture} from '../src/sysext/host.js'
 import {type ImageFormat, type ImageResult, SELF_LIB_DIR, SELF_NAME, SELF_RELEASE, packImage} from '../src/lifecycle/image.js'
+import {assembleSelfTree, writeFileMode} from '../src/lifecycle/self-tree.js'
 
 /** The checkout (this file runs from dist/scripts/). */
 export const REPO = resolve(fileURLToPath(new URL('../../', import.meta.url)))
@@ -70,43 +64,6 @@ export function commandIds(commandsDir: string): Array<{id: string; file: string
   }
   walk(commandsDir)
   return found
-}
-
-/**
- * Files to copy from templates/: for every component directory, each entry whose path
- * inside the component starts with usr/, to the same path in the tree. Others are ignored.
- */
-export function templateFiles(templatesDir: string): Array<{from: string; to: string}> {
-  const out: Array<{from: string; to: string}> = []
-  if (!existsSync(templatesDir)) return out
-  const walk = (dir: string, rel: string): void => {
-    for (const e of readdirSync(dir, {withFileTypes: true}).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      const abs = join(dir, e.name)
-      const r = rel ? `${rel}/${e.name}` : e.name
-      if (e.isDirectory()) walk(abs, r)
-      else out.push({from: abs, to: r})
-    }
-  }
-  for (const component of readdirSync(templatesDir, {withFileTypes: true}).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-    const usr = join(templatesDir, component.name, 'usr')
-    if (component.isDirectory() && existsSync(usr) && lstatSync(usr).isDirectory()) walk(usr, 'usr')
-  }
-  const seen = new Map<string, string>()
-  for (const f of out) {
-    const other = seen.get(f.to)
-    if (other) throw new HelperError('BUILD_TEMPLATE_CLASH', `Both '${other}' and '${f.from}' install ${f.to}.`, {hint: 'Keep one of them.'})
-    seen.set(f.to, f.from)
-  }
-  return out
-}
-
-/** The release file: the template with ARCHITECTURE= set to `arch`. */
-export function renderRelease(template: string, arch: string): string {
-  const lines = template.split('\n')
-  const i = lines.findIndex((l) => /^\s*ARCHITECTURE\s*=/.test(l))
-  if (i >= 0) lines[i] = `ARCHITECTURE=${arch}`
-  else lines.splice(lines[lines.length - 1] === '' ? lines.length - 1 : lines.length, 0, `ARCHITECTURE=${arch}`)
-  return lines.join('\n')
 }
 
 /**
@@ -159,34 +116,6 @@ async function bundle(repo: string, entry: {contents: string} | {file: string}, 
   else await build({...common, stdin: {contents: entry.contents, resolveDir: repo, sourcefile: 'commands-entry.js', loader: 'js'}})
 }
 
-function writeFile(path: string, content: string | Buffer, mode: number): void {
-  mkdirSync(dirname(path), {recursive: true, mode: 0o755})
-  writeFileSync(path, content, {mode})
-  chmodSync(path, mode)
-}
-
-/** 0755 for directories and executables, 0644 otherwise; root-owned when run as root. */
-function normalize(out: string): {files: number; bytes: number} {
-  const asRoot = process.getuid?.() === 0
-  let files = 0
-  let bytes = 0
-  const walk = (p: string): void => {
-    const st = lstatSync(p)
-    if (asRoot) lchownSync(p, 0, 0)
-    if (st.isSymbolicLink()) return
-    if (st.isDirectory()) {
-      chmodSync(p, 0o755)
-      for (const e of readdirSync(p)) walk(join(p, e))
-      return
-    }
-    chmodSync(p, st.mode & 0o111 ? 0o755 : 0o644)
-    files++
-    bytes += st.size
-  }
-  walk(out)
-  return {files, bytes}
-}
-
 /** Refuses to delete anything that is not a previous build (or empty). */
 function clearOut(out: string): void {
   if (!existsSync(out)) return
@@ -198,18 +127,14 @@ function clearOut(out: string): void {
   rmSync(out, {recursive: true, force: true})
 }
 
-export async function buildExtension(options: BuildOptions = {}): Promise<BuildResult> {
-  const repo = options.repo ?? REPO
-  const out = resolve(options.out ?? join(repo, 'dist', 'extension'))
-  const log = options.log ?? (() => {})
+/** Builds the bundles into `bundleDir` (replaced): the CLI, the helper service, the addon, the oclif config and manifest. */
+export async function buildBundle(repo: string, bundleDir: string, log: (line: string) => void): Promise<{commands: string[]; helper?: string}> {
   const compiled = join(repo, 'dist', 'src')
   if (!existsSync(join(compiled, 'commands')))
     throw new HelperError('BUILD_NOT_COMPILED', `'${compiled}/commands' is missing.`, {hint: 'Run npm run build first (npm run build:extension does).'})
   const pkg = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')) as {name: string; version: string; oclif: Record<string, unknown>}
-
-  clearOut(out)
-  const lib = join(out, SELF_LIB_DIR)
-  mkdirSync(lib, {recursive: true, mode: 0o755})
+  rmSync(bundleDir, {recursive: true, force: true})
+  mkdirSync(bundleDir, {recursive: true, mode: 0o755})
 
   // The CLI: one bundle exporting every command class, and a tiny entry running oclif on it.
   const commands = commandIds(join(compiled, 'commands'))
@@ -220,73 +145,57 @@ export async function buildExtension(options: BuildOptions = {}): Promise<BuildR
     'export function main(dir) { return execute({dir}) }',
     '',
   ].join('\n')
-  await bundle(repo, {contents: entry}, join(lib, 'commands.js'))
-  writeFile(join(lib, 'cli.js'), "import {main} from './commands.js'\n\nawait main(import.meta.url)\n", 0o644)
+  await bundle(repo, {contents: entry}, join(bundleDir, 'commands.js'))
+  writeFileMode(join(bundleDir, 'cli.js'), "import {main} from './commands.js'\n\nawait main(import.meta.url)\n", 0o644)
   log(`bundled ${commands.length} commands: ${commands.map((c) => c.id).join(', ')}`)
 
   // The helper service, when src/helper has a daemon entry.
   const helperEntry = HELPER_ENTRIES.map((n) => join(compiled, 'helper', `${n}.js`)).find((f) => existsSync(f))
   if (helperEntry) {
-    await bundle(repo, {file: helperEntry}, join(lib, 'helper.js'))
+    await bundle(repo, {file: helperEntry}, join(bundleDir, 'helper.js'))
     // Run as `node helper.js` by its unit; esbuild marks a bundle with a #! line executable, and
     // an executable whose interpreter (env node) the host lacks is exactly what validate refuses.
-    chmodSync(join(lib, 'helper.js'), 0o644)
+    chmodSync(join(bundleDir, 'helper.js'), 0o644)
     log(`bundled the helper service from ${relative(repo, helperEntry)}`)
   } else log(`no helper service entry (dist/src/helper/{${HELPER_ENTRIES.join(',')}}.js): helper.js not built`)
 
   // oclif reads its config from the package.json next to the entry.
-  const oclifConfig = {
-    ...pkg.oclif,
-    commands: {strategy: 'explicit', target: './commands.js', identifier: 'COMMANDS'},
-  }
-  writeFile(join(lib, 'package.json'), `${JSON.stringify({name: pkg.name, version: pkg.version, private: true, type: 'module', files: ['cli.js', 'commands.js', 'oclif.manifest.json'], oclif: oclifConfig}, null, 2)}\n`, 0o644)
+  const oclifConfig = {...pkg.oclif, commands: {strategy: 'explicit', target: './commands.js', identifier: 'COMMANDS'}}
+  writeFileMode(join(bundleDir, 'package.json'), `${JSON.stringify({name: pkg.name, version: pkg.version, private: true, type: 'module', files: ['cli.js', 'commands.js', 'oclif.manifest.json'], oclif: oclifConfig}, null, 2)}\n`, 0o644)
 
-  // usocket's addon and the runtime.
   const addon = join(repo, 'node_modules', 'usocket', 'build', 'Release', 'uwrap.node')
   if (!existsSync(addon))
     throw new HelperError('BUILD_ADDON_MISSING', `'${addon}' is missing: usocket was not built.`, {hint: 'npm rebuild usocket (its install script must be approved: allowScripts in package.json).'})
-  copyFileSync(addon, join(lib, 'uwrap.node'))
-  chmodSync(join(lib, 'uwrap.node'), 0o644)
-  const node = realpathSync(process.execPath)
-  copyFileSync(node, join(lib, 'node'))
-  chmodSync(join(lib, 'node'), 0o755)
+  copyFileSync(addon, join(bundleDir, 'uwrap.node'))
+  chmodSync(join(bundleDir, 'uwrap.node'), 0o644)
 
   // The manifest lets oclif list commands and flags without loading them.
   const oclifBin = join(repo, 'node_modules', 'oclif', 'bin', 'run.js')
-  const manifest = spawnSync(process.execPath, [oclifBin, 'manifest', lib], {encoding: 'utf8', cwd: lib, env: {...process.env, OCLIF_SKIP_NEW_VERSION_CHECK: 'true'}})
-  if (manifest.status !== 0 || !existsSync(join(lib, 'oclif.manifest.json')))
-    throw new HelperError('BUILD_MANIFEST_FAILED', `oclif manifest failed for '${lib}': ${(manifest.stderr || manifest.stdout || '').trim().split('\n').slice(-3).join(' ')}`)
+  const manifest = spawnSync(process.execPath, [oclifBin, 'manifest', bundleDir], {encoding: 'utf8', cwd: bundleDir, env: {...process.env, OCLIF_SKIP_NEW_VERSION_CHECK: 'true'}})
+  if (manifest.status !== 0 || !existsSync(join(bundleDir, 'oclif.manifest.json')))
+    throw new HelperError('BUILD_MANIFEST_FAILED', `oclif manifest failed for '${bundleDir}': ${(manifest.stderr || manifest.stdout || '').trim().split('\n').slice(-3).join(' ')}`)
+  return {commands: commands.map((c) => c.id), helper: helperEntry ? relative(repo, helperEntry) : undefined}
+}
+
+export async function buildExtension(options: BuildOptions = {}): Promise<BuildResult> {
+  const repo = options.repo ?? REPO
+  const out = resolve(options.out ?? join(repo, 'dist', 'extension'))
+  const log = options.log ?? (() => {})
+  const bundleDir = join(repo, 'dist', 'bundle')
+  const {commands, helper} = await buildBundle(repo, bundleDir, log)
+  clearOut(out)
+  const assembled = assembleSelfTree({bundle: bundleDir, packageRoot: repo, node: realpathSync(process.execPath)}, out)
+  const lib = join(out, SELF_LIB_DIR)
 
   // The bundle must run on its own: nothing from node_modules may be left to resolve at run time.
   const smoke = spawnSync(join(lib, 'node'), [join(lib, 'cli.js'), '--version'], {encoding: 'utf8', cwd: '/', env: {PATH: '/usr/bin:/bin'}})
   if (smoke.status !== 0)
     throw new HelperError('BUILD_BUNDLE_BROKEN', `The bundled CLI does not run: ${(smoke.stderr || smoke.stdout).trim().split('\n').slice(0, 3).join(' ')}`, {hint: 'Rerun with DEBUG=1; a module esbuild left external is the usual cause.'})
+  log(`copied ${assembled.templates.length} template files`)
 
-  writeFile(join(out, 'usr', 'bin', SELF_NAME), `#!/bin/sh\nexec /${SELF_LIB_DIR}/node /${SELF_LIB_DIR}/cli.js "$@"\n`, 0o755)
-
-  // templates/<component>/usr/** -> usr/**, exec bit and symlinks preserved.
-  const templates = templateFiles(join(repo, 'templates'))
-  for (const t of templates) {
-    const dest = join(out, t.to)
-    if (existsSync(dest)) throw new HelperError('BUILD_TEMPLATE_CLASH', `'${t.from}' would replace ${t.to}, which the build itself writes.`, {hint: 'Move the template elsewhere.'})
-    mkdirSync(dirname(dest), {recursive: true, mode: 0o755})
-    const st = lstatSync(t.from)
-    if (st.isSymbolicLink()) symlinkSync(readlinkSync(t.from), dest)
-    else if (st.isFile()) {
-      copyFileSync(t.from, dest)
-      chmodSync(dest, st.mode & 0o111 ? 0o755 : 0o644)
-    } else throw new HelperError('BUILD_TEMPLATE_UNSUPPORTED', `'${t.from}' is not a regular file or symlink.`, {file: t.from})
-  }
-  log(`copied ${templates.length} template files`)
-
-  const architecture = systemdArchitecture()
-  const release = renderRelease(readFileSync(join(repo, 'extension-release.d', `extension-release.${SELF_NAME}`), 'utf8'), architecture)
-  writeFile(join(out, SELF_RELEASE), release, 0o644)
-
-  const {files, bytes} = normalize(out)
-  const result: BuildResult = {out, architecture, commands: commands.map((c) => c.id), templates: templates.map((t) => t.to), files, bytes}
-  if (helperEntry) result.helper = relative(repo, helperEntry)
-  log(`${out}: ${files} files, ${(bytes / 1048576).toFixed(1)} MiB (node ${(statSync(join(lib, 'node')).size / 1048576).toFixed(1)} MiB, commands.js ${(statSync(join(lib, 'commands.js')).size / 1048576).toFixed(1)} MiB), ARCHITECTURE=${architecture}`)
+  const result: BuildResult = {out, architecture: assembled.architecture, commands, templates: assembled.templates, files: assembled.files, bytes: assembled.bytes}
+  if (helper) result.helper = helper
+  log(`${out}: ${assembled.files} files, ${(assembled.bytes / 1048576).toFixed(1)} MiB (node ${(statSync(join(lib, 'node')).size / 1048576).toFixed(1)} MiB, commands.js ${(statSync(join(lib, 'commands.js')).size / 1048576).toFixed(1)} MiB), ARCHITECTURE=${assembled.architecture}`)
 
   if (options.image) {
     const output = resolve(options.imageOutput ?? join(dirname(out), `${SELF_NAME}.raw`))
@@ -303,9 +212,16 @@ async function main(): Promise<void> {
       image: {type: 'boolean', default: false},
       'image-format': {type: 'string', default: 'squashfs'},
       'image-output': {type: 'string'},
+      'bundle-only': {type: 'boolean', default: false},
       json: {type: 'boolean', default: false},
     },
   })
+  const log = values.json ? undefined : (line: string) => process.stderr.write(`${line}\n`)
+  if (values['bundle-only']) {
+    const result = await buildBundle(REPO, join(REPO, 'dist', 'bundle'), log ?? (() => {}))
+    if (values.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`)
+    return
+  }
   const format = values['image-format']
   if (format !== 'squashfs' && format !== 'erofs') throw new HelperError('USAGE', `Unknown --image-format '${format}'.`, {hint: 'Use squashfs or erofs.', exit: 2})
   const result = await buildExtension({
@@ -313,7 +229,7 @@ async function main(): Promise<void> {
     image: values.image,
     imageFormat: format,
     imageOutput: values['image-output'],
-    log: values.json ? undefined : (line) => process.stderr.write(`${line}\n`),
+    log,
   })
   if (values.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`)
 }

@@ -52,6 +52,8 @@ export function fsError(code: string, what: string, path: string, err: unknown, 
     : errno === 'EACCES' || errno === 'EPERM' ? 'Permission denied'
     : errno === 'ENOTDIR' ? 'Not a directory'
     : errno === 'EROFS' ? 'Read-only file system'
+    : errno === 'ENOSPC' ? 'No space left on device'
+    : errno === 'EDQUOT' ? 'Disk quota exceeded'
     : (err as Error)?.message ?? String(err)
   return new HelperError(code, `${what} '${path}': ${reason}.`, {hint, file: path, cause: err})
 }

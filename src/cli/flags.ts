@@ -16,5 +16,7 @@ export const nameFlag = Flags.string({
 export const allowFlag = Flags.string({
   description: `Grant this extension an extra (repeatable): ${Object.entries(EXTRAS).map(([k, v]) => `${k}: ${v}`).join('; ')}`,
   multiple: true,
+  // One value per --allow: a path after it stays the argument.
+  multipleNonGreedy: true,
   options: Object.keys(EXTRAS),
 })

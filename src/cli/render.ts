@@ -59,5 +59,8 @@ export function renderInstall(r: InstallResult): string {
     return lines.join('\n')
   }
   if (r.action === 'unchanged') return `${r.name} is already installed and merged with the same content; nothing to do.`
-  return `${r.name} ${r.action === 'install' ? 'installed' : r.action === 'update' ? 'updated' : 'merged again'}: ${r.link} -> ${r.linkTarget}.`
+  const boot = r.target === 'runtime'
+    ? ' It is gone at the next reboot (runtime target).'
+    : r.bootEnabled ? ' Enabled systemd-sysext.service: it is merged again at every boot.' : ''
+  return `${r.name} ${r.action === 'install' ? 'installed' : r.action === 'update' ? 'updated' : 'merged again'}: ${r.link} -> ${r.linkTarget}.${boot}`
 }

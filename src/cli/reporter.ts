@@ -7,7 +7,8 @@ export async function createReporter(json: boolean, stream: NodeJS.WriteStream =
   if (json) return () => {}
   if (!stream.isTTY) {
     return (event: ProgressEvent) => {
-      if (event.type === 'step-end') stream.write(`${event.ok ? 'ok' : 'FAILED'}: ${event.step} (${event.ms} ms)${event.detail ? `: ${event.detail}` : ''}\n`)
+      // A failed step's cause is the error the command prints last: say it once.
+      if (event.type === 'step-end') stream.write(`${event.ok ? 'ok' : 'FAILED'}: ${event.step} (${event.ms} ms)${event.ok && event.detail ? `: ${event.detail}` : ''}\n`)
       else if (event.type === 'warning') stream.write(`Warning: ${event.message}\n${event.hint ? `Hint: ${event.hint}\n` : ''}`)
       else if (event.type === 'info') stream.write(`${event.message}\n`)
     }
@@ -22,7 +23,7 @@ export async function createReporter(json: boolean, stream: NodeJS.WriteStream =
         spinner = ora({text: label, stream}).start()
         break
       case 'step-end': {
-        const text = `${label} (${event.ms} ms)${event.detail ? ` — ${event.detail}` : ''}`
+        const text = `${label} (${event.ms} ms)${event.ok && event.detail ? ` — ${event.detail}` : ''}`
         if (event.ok) spinner?.succeed(text)
         else spinner?.fail(text)
         spinner = undefined

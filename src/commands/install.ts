@@ -8,7 +8,7 @@ import type {TargetKind} from '../lifecycle/index.js'
 
 export default class Install extends BaseCommand {
   static summary = "Merge an app's system extension into the host, verified and reversible."
-  static description = `Validates the tree, stages it if needed (generated release file, Flatpak deploys, non-root files), links it into the target directory, runs systemd-sysext refresh, reloads systemd, polkit and the bus, and proves activation with Peer.Ping. Any failure after linking restores the previous state.`
+  static description = `Copies the tree into a root-owned stage (read as its owner, no symlink followed) unless only root can change it, validates what will be merged, links it into the target directory, runs systemd-sysext refresh, reloads systemd, polkit and the bus, and proves activation with Peer.Ping. Any failure after linking restores the previous state.`
   static examples = [
     '<%= config.bin %> install org.gnome.Sysprof',
     '<%= config.bin %> install ./ext --name org.example.App --target persistent',
@@ -25,6 +25,7 @@ export default class Install extends BaseCommand {
     'keep-on-failure': Flags.boolean({description: 'Leave a failed installation merged for inspection instead of rolling back'}),
     stage: Flags.boolean({description: 'Always merge a staged copy, even of a tree that could be linked in place'}),
     timeout: Flags.integer({default: 25, min: 1, description: 'Seconds to wait for each activation check'}),
+    enable: Flags.boolean({allowNo: true, default: true, description: 'Enable systemd-sysext.service for local and persistent targets, so the extension is merged again at boot (--no-enable: leave it as it is)'}),
   }
 
   async run(): Promise<InstallResult> {
@@ -38,6 +39,7 @@ export default class Install extends BaseCommand {
       verify: !flags['no-verify'],
       keepOnFailure: flags['keep-on-failure'],
       forceStage: flags.stage,
+      enableBoot: flags.enable,
       timeoutS: flags.timeout,
     }, await createReporter(this.jsonEnabled()))
     if (!this.jsonEnabled()) this.log(renderInstall(result))

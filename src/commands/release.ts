@@ -3,7 +3,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {nameFlag} from '../cli/flags.js'
 import {usageError} from '../errors.js'
 import {loadHost} from '../sysext/index.js'
-import {type WriteResult, planRelease, writeRelease} from '../sysext/index.js'
+import {type WriteResult, planRelease, writeRelease, writeReleaseCopy} from '../sysext/index.js'
 import {scanTree} from '../sysext/index.js'
 import {extensionName} from '../sysext/index.js'
 
@@ -47,7 +47,7 @@ export default class Release extends BaseCommand {
       if (!this.jsonEnabled()) process.stdout.write(plan.content)
       return {path: null, plan}
     }
-    const result = writeRelease(tree, plan, flags.output)
+    const result = flags.output === undefined ? writeRelease(tree, plan) : await writeReleaseCopy(tree, plan, flags.output)
     if (!this.jsonEnabled()) {
       if (result.staged) this.log(`Staged ${result.tree} (${result.staged.linked} hard links, ${result.staged.copied} copies).`)
       this.log(`Wrote ${result.path}:`)

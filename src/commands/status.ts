@@ -24,6 +24,7 @@ export default class Status extends BaseCommand {
         ...status.verification.polkitActions.map((a) => `  polkit:  ${a.id} ${a.ok ? 'known' : 'UNKNOWN'}`),
         ...status.units.map((u) => `  unit:    ${u.unit} ${u.active ? 'active' : 'inactive'}`),
         ...status.problems.map((p) => `  problem: ${p}`),
+        ...(status.fix ? [`  fix:     ${status.fix}`] : []),
       ]
       this.log(lines.join('\n'))
     }

@@ -25,7 +25,7 @@ export async function busReachable(): Promise<boolean> {
 
 export interface PingFailure {
   /** Short cause id, stable (part of --json). */
-  cause: 'not-activatable' | 'exec-failed' | 'exited' | 'disconnected' | 'access-denied' | 'timeout' | 'other'
+  cause: 'not-activatable' | 'exec-failed' | 'exited' | 'disconnected' | 'access-denied' | 'timeout' | 'stale-owner' | 'other'
   /** What busctl said. */
   detail: string
   /** What that means for this extension and what to run next. */
@@ -107,5 +107,16 @@ export async function ping(name: string, timeoutS: number, unit?: string): Promi
   } finally {
     abort.abort()
     await watch
+  }
+}
+
+/** PID of the connection that owns `name` now (no auto-start), or undefined when nobody owns it. */
+export async function nameOwnerPid(name: string): Promise<number | undefined> {
+  try {
+    const {stdout} = await run('busctl', ['--system', 'call', 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'GetConnectionUnixProcessID', 's', name], {timeoutMs: 10_000})
+    const pid = Number(stdout.trim().split(/\s+/)[1])
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined
+  } catch {
+    return undefined
   }
 }

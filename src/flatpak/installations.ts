@@ -146,7 +146,7 @@ export function findApp(appId: string, options: FlatpakEnv & {installationPath?:
         user
           ? `'${options.installationPath}' is a per-user Flatpak installation; system extensions come from system installations only.`
           : `'${options.installationPath}' is not a system Flatpak installation (known: ${all.map((i) => i.path).join(', ')}).`,
-        {exit: 2, hint: user ? 'Install the app system-wide: flatpak install --system APP.' : `Declare it in ${env.configDir}/installations.d/, or pass one of the known paths.`})
+        {hint: user ? 'Install the app system-wide: flatpak install --system APP.' : `Declare it in ${env.configDir}/installations.d/, or pass one of the known paths.`})
     }
     searched = [chosen]
   }

@@ -1,7 +1,10 @@
 /** Host readiness: one check per thing install depends on, each with a fix. */
 import {existsSync} from 'node:fs'
 import {systemInstallations} from '../flatpak/installations.js'
-import {type HostProbe, probeHost} from './preflight.js'
+import type {HelperError} from '../errors.js'
+import {initSystem} from '../systemd/booted.js'
+import {sysextVersion} from '../systemd/sysext.js'
+import {type HostProbe, notBootedError, probeHost} from './preflight.js'
 
 export interface DoctorCheck {
   id: string
@@ -33,11 +36,33 @@ export function doctorChecks(probe: HostProbe): DoctorCheck[] {
   ]
 }
 
+/**
+ * Without a probe (the probe needs a booted systemd): what can still be told
+ * truthfully — whether systemd runs as init, whether systemd-sysext is installed
+ * and which version — each with its own fix.
+ */
+async function unprobedChecks(failure: unknown): Promise<DoctorCheck[]> {
+  const init = initSystem()
+  const version = await sysextVersion().catch(() => undefined)
+  const checks: DoctorCheck[] = [
+    version === undefined
+      ? {id: 'systemd-sysext', ok: false, severity: 'error', message: 'systemd-sysext is not installed (or does not run).', fix: 'Install systemd >= 248 (Debian: package systemd).'}
+      : {id: 'systemd-sysext', ok: version >= 248, severity: 'error', message: `systemd-sysext ${version}.`, fix: version >= 248 ? undefined : 'Upgrade systemd to >= 248.'},
+  ]
+  if (!init.booted)
+    checks.unshift({id: 'booted', ok: false, severity: 'error', message: notBootedError(init.pid1).message, fix: notBootedError(init.pid1).hint})
+  else
+    checks.push({id: 'probe', ok: false, severity: 'error', message: `The host could not be probed: ${(failure as Error).message}`, fix: (failure as HelperError).hint ?? 'systemctl status'})
+  return checks
+}
+
 export async function doctor(): Promise<DoctorReport> {
-  const probe = await probeHost({polkitVersion: true}).catch(() => null)
-  const checks = probe
-    ? doctorChecks(probe)
-    : [{id: 'systemd-sysext', ok: false, severity: 'error' as const, message: 'systemd-sysext is missing or does not run.', fix: 'Install systemd >= 248.'}]
+  let failure: unknown
+  const probe = await probeHost({polkitVersion: true}).catch((error: unknown) => {
+    failure = error
+    return null
+  })
+  const checks = probe ? [{id: 'booted', ok: true, severity: 'error' as const, message: 'systemd runs as init.'}, ...doctorChecks(probe)] : await unprobedChecks(failure)
   const installations = systemInstallations().map((i) => ({id: i.id, path: i.path, present: existsSync(i.path)}))
   return {probe, installations, checks, ok: checks.every((c) => c.ok || c.severity === 'warning')}
 }

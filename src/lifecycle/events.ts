@@ -2,7 +2,7 @@ import {HelperError} from '../errors.js'
 
 /** Progress events: the core emits them, a reporter renders them (ora, plain lines, or nothing for --json). */
 
-export type StepName = 'plan' | 'recover' | 'lock' | 'preflight' | 'validate' | 'stage' | 'link' | 'refresh' | 'reload' | 'verify' | 'commit' | 'rollback' | 'stop' | 'unlink' | 'cleanup'
+export type StepName = 'plan' | 'recover' | 'lock' | 'preflight' | 'validate' | 'stage' | 'link' | 'refresh' | 'reload' | 'verify' | 'commit' | 'rollback' | 'stop' | 'unlink' | 'cleanup' | 'enable'
 
 export type ProgressEvent =
   | {type: 'step-start'; step: StepName; label: string}

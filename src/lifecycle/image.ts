@@ -8,7 +8,7 @@ import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {HelperError} from '../errors.js'
 import {run} from '../exec.js'
-import {type Paths, type TargetKind, DEFAULT_PATHS, readState} from './state.js'
+import {type Paths, DEFAULT_PATHS, readState} from './state.js'
 
 /** The image name of the helper extension (and of its release file). */
 export const SELF_NAME = 'sysext-helper'
@@ -25,6 +25,8 @@ export type SelfLocation =
   | {kind: 'merged'}
   /** The CLI runs from a checkout (dist/src/...): the tree is its build output. */
   | {kind: 'checkout'; repo: string; root: string}
+  /** The CLI runs from an installed npm package's bundles (ROOT/dist/bundle): the tree is assembled from them. */
+  | {kind: 'package'; root: string; bundle: string}
 
 /**
  * Where the extension the running CLI belongs to is, judged from the location of
@@ -38,6 +40,11 @@ export function locateSelf(moduleFile: string, exists: (path: string) => boolean
     if (dir.endsWith(`/${SELF_LIB_DIR}`)) {
       const root = dir.slice(0, -SELF_LIB_DIR.length - 1) || '/'
       if (exists(join(root, SELF_RELEASE))) return root === '/' ? {kind: 'merged'} : {kind: 'tree', root}
+    }
+    // An npm package ships the bundles in dist/bundle, with templates/ and extension-release.d/ beside dist/.
+    if (dir.endsWith('/dist/bundle') && exists(join(dir, 'cli.js'))) {
+      const root = dirname(dirname(dir))
+      if (exists(join(root, 'templates')) && exists(join(root, 'extension-release.d', `extension-release.${SELF_NAME}`))) return {kind: 'package', root, bundle: dir}
     }
     if (exists(join(dir, 'package.json')) && exists(join(dir, 'bin', 'run.js')))
       return {kind: 'checkout', repo: dir, root: join(dir, 'dist', 'extension')}
@@ -66,6 +73,10 @@ export function treeForLocation(where: SelfLocation | undefined, file: string, p
       hint: `Install a tree explicitly: sysext-helper install PATH --name ${SELF_NAME}`,
     })
   if (where.kind === 'tree') return where.root
+  if (where.kind === 'package')
+    throw new HelperError('SELF_TREE_NOT_ASSEMBLED', `'${file}' runs from the package's bundles in ${where.bundle}; its extension tree is assembled by self-install.`, {
+      hint: 'Run sysext-helper self-install.',
+    })
   if (where.kind === 'checkout') {
     if (!isDirectory(join(where.root, 'usr')))
       throw new HelperError('SELF_TREE_NOT_BUILT', `The helper extension has not been built: '${where.root}' is missing.`, {
@@ -88,15 +99,6 @@ function isDirectory(path: string): boolean {
   } catch {
     return false
   }
-}
-
-/**
- * What `self-install` installs and where: the tree of the running CLI, into the
- * requested target, else the target it is installed in now, else 'local'.
- */
-export function selfInstallSource(moduleUrl: string, requested: TargetKind | undefined, paths: Paths = DEFAULT_PATHS): {tree: string; target: TargetKind} {
-  const tree = selfExtensionTree(moduleUrl, paths)
-  return {tree, target: requested ?? readState(paths).extensions[SELF_NAME]?.target ?? 'local'}
 }
 
 // ---------------------------------------------------------------------------

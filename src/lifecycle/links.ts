@@ -1,6 +1,6 @@
 /** The image entries systemd-sysext would see for a name, across its search directories. */
-import {lstatSync, readlinkSync, realpathSync, statSync} from 'node:fs'
-import {dirname, join} from 'node:path'
+import {lstatSync, readlinkSync} from 'node:fs'
+import {join} from 'node:path'
 import type {Paths, TargetKind} from './state.js'
 
 export interface ImageEntry {
@@ -31,25 +31,4 @@ export function imageEntries(paths: Paths, name: string): ImageEntry[] {
     }
   }
   return out
-}
-
-/**
- * A tree may be linked in place only if nobody but root can swap it: the tree
- * and every directory above it root-owned and not group/world-writable.
- * Returns why not, or undefined when it is safe.
- */
-export function unsafeAncestor(tree: string): string | undefined {
-  let dir: string
-  try {
-    dir = realpathSync(tree)
-  } catch {
-    return `${tree} cannot be resolved`
-  }
-  for (;;) {
-    const st = statSync(dir)
-    if (st.uid !== 0) return `${dir} is owned by uid ${st.uid}`
-    if (st.mode & 0o022 && !(st.mode & 0o1000)) return `${dir} is writable by others (mode ${(st.mode & 0o7777).toString(8)})`
-    if (dir === '/') return undefined
-    dir = dirname(dir)
-  }
 }

@@ -4,6 +4,7 @@ import {type BusImplementation, busReachable} from '../dbus/bus-calls.js'
 import {HelperError} from '../errors.js'
 import {POLKIT_UNIT, polkitVersion} from '../polkit/polkit.js'
 import {showUnits} from '../systemd/systemctl.js'
+import {initSystem} from '../systemd/booted.js'
 import {sysextVersion} from '../systemd/sysext.js'
 
 export interface HostProbe {
@@ -24,8 +25,19 @@ function selinuxMode(): HostProbe['selinux'] {
   return readFileSync('/sys/fs/selinux/enforce', 'utf8').trim() === '1' ? 'enforcing' : 'permissive'
 }
 
+/** What install, uninstall, sync and the other host-changing commands need first: a running systemd. */
+export function notBootedError(pid1: string | undefined): HelperError {
+  return new HelperError('NOT_BOOTED_WITH_SYSTEMD',
+    `This machine is not running systemd as its init system${pid1 ? ` (PID 1 is '${pid1}')` : ''}: merging extensions, reloading units and activating D-Bus services need a booted systemd host.`, {
+      step: 'preflight',
+      hint: "Run sysext-helper on a booted systemd host (a VM or a machine, not a plain container or chroot). To try it here, 'npm run demo' in a clone boots a real Debian host with systemd-nspawn; 'sysext-helper validate' works anywhere.",
+    })
+}
+
 /** Probes the host with three processes run together; `polkitVersion` adds a fourth (doctor). */
 export async function probeHost(options: {polkitVersion?: boolean} = {}): Promise<HostProbe> {
+  const init = initSystem()
+  if (!init.booted) throw notBootedError(init.pid1)
   const [systemdVersion, reachable, [dbus, polkit, sysext], version] = await Promise.all([
     sysextVersion().catch((error: unknown) => {
       throw new HelperError('SYSEXT_MISSING', `systemd-sysext is not usable on this host: ${(error as Error).message}`, {

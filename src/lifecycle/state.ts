@@ -4,10 +4,11 @@
  * before the host is touched, so a run killed at any step can be undone by the
  * next one.
  */
-import {closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync} from 'node:fs'
+import {closeSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import {HelperError, fsError} from '../errors.js'
 import {writeFileAtomic} from '../fs-atomic.js'
+import {checkState} from './state-schema.js'
 
 export type TargetKind = 'runtime' | 'local' | 'persistent'
 
@@ -57,7 +58,20 @@ export interface ManagedExtension {
   reloadManager: boolean
   /** Extras the admin granted this extension (install --allow); updates are held to them. */
   allow?: string[]
+  /** What was merged, as installed: drift is a difference from this. */
+  manifest?: Manifest
+  /** /proc/sys/kernel/random/boot_id at install: a runtime record from another boot is gone. */
+  bootId?: string
+  /** Install enabled systemd-sysext.service for this (local/persistent) extension. */
+  enableBoot?: boolean
 }
+
+/** Per entry [path, type, mode, uid, size, mtimeMs, ctimeMs, ino] of usr/ and opt/, plus the content hash of it all. */
+export interface Manifest {
+  hash: string
+  entries: ManifestEntry[]
+}
+export type ManifestEntry = [string, string, number, number, number, number, number, number]
 
 /** Recorded before the host is changed; removed when the change is complete or undone. */
 export interface PendingChange {
@@ -67,6 +81,8 @@ export interface PendingChange {
   restore: Array<{link: string; target: string | null}>
   /** A stage created by this change, to delete when undoing it. */
   newStage?: string
+  /** Units the change may have started or must stop (stopped when it is recovered). */
+  units?: string[]
   startedAt: string
   pid: number
 }
@@ -112,9 +128,9 @@ export function readState(paths: Paths): State {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return emptyState()
     throw fsError('STATE_UNREADABLE', 'Cannot read state', file, error)
   }
+  let parsed: unknown
   try {
-    const parsed = JSON.parse(text) as State
-    return {...emptyState(), ...parsed}
+    parsed = JSON.parse(text)
   } catch (error) {
     throw new HelperError('STATE_CORRUPT', `State file '${file}' is not valid JSON.`, {
       file,
@@ -122,11 +138,46 @@ export function readState(paths: Paths): State {
       cause: error,
     })
   }
+  return checkState<State>(parsed, paths, file)
 }
 
 export function writeState(paths: Paths, state: State): void {
-  mkdirSync(paths.stateDir, {recursive: true, mode: 0o755})
-  writeFileAtomic(statePath(paths), `${JSON.stringify(state, null, 2)}\n`)
+  const file = statePath(paths)
+  try {
+    mkdirSync(paths.stateDir, {recursive: true, mode: 0o755})
+    writeFileAtomic(file, `${JSON.stringify(state, null, 2)}\n`)
+  } catch (error) {
+    const errno = (error as NodeJS.ErrnoException).code
+    throw fsError('STATE_WRITE_FAILED', 'Cannot write state', file, error,
+      errno === 'ENOSPC' || errno === 'EDQUOT' ? `Free space on the filesystem holding ${paths.stateDir} (df -h ${paths.stateDir}), then run the command again.`
+      : errno === 'EROFS' ? `${paths.stateDir} is on a read-only filesystem: remount it read-write (mount -o remount,rw on its mount point), then run the command again.`
+      : `Check that ${paths.stateDir} is a writable directory owned by root, then run the command again.`)
+  }
+}
+
+/**
+ * Leftovers of runs that were killed: temporary state files (.state.json.*.tmp)
+ * and unfinished copies (stage/.incoming-*). Only called under the lock, when no
+ * other run can be writing them. Returns what was removed.
+ */
+export function cleanLeftovers(paths: Paths): string[] {
+  const removed: string[] = []
+  const sweep = (dir: string, match: (name: string) => boolean): void => {
+    let names: string[]
+    try {
+      names = readdirSync(dir)
+    } catch {
+      return
+    }
+    for (const name of names)
+      if (match(name)) {
+        rmSync(join(dir, name), {recursive: true, force: true})
+        removed.push(join(dir, name))
+      }
+  }
+  sweep(paths.stateDir, (n) => n.startsWith('.state.json.') && n.endsWith('.tmp'))
+  sweep(stageRoot(paths), (n) => n.startsWith('.incoming-'))
+  return removed
 }
 
 /** Start time of a process in clock ticks since boot, to tell a live lock holder from a reused PID. */

@@ -82,7 +82,7 @@ export interface SyncResult {
 export function computePlan(options: SyncOptions, paths: Paths, state: State): SyncPlan {
   const installations = systemInstallations(options).filter((i) => options.installationPath === undefined || i.path === options.installationPath)
   if (options.installationPath !== undefined && installations.length === 0)
-    throw new HelperError('FLATPAK_UNKNOWN_INSTALLATION', `'${options.installationPath}' is not a system Flatpak installation.`, {exit: 2, hint: 'Pass one of the paths in /etc/flatpak/installations.d or /var/lib/flatpak.'})
+    throw new HelperError('FLATPAK_UNKNOWN_INSTALLATION', `'${options.installationPath}' is not a system Flatpak installation.`, {hint: 'Pass one of the paths in /etc/flatpak/installations.d or /var/lib/flatpak.'})
   const apps = uniqueApps(installations.map(appsIn))
   const plan = planSync(apps, (app) => existsSync(app.extensions), state, readPolicy(paths.policyFile))
   // With --installation, apps of other installations are not judged gone.

@@ -143,7 +143,6 @@ function readOsRelease(root: string, systemdVersion: number | undefined): {path:
   }
   throw new HelperError('HOST_NO_OS_RELEASE', `No os-release found in '${root}' (looked for /etc/os-release and /usr/lib/os-release).`, {
     hint: root === '/' ? 'This host has no os-release; systemd-sysext cannot match extensions on it.' : 'Pass --host-root the root directory of an installed system.',
-    exit: 2,
   })
 }
 
@@ -232,10 +231,10 @@ export function loadHost(root = '/'): Host {
   try {
     st = lstatSync(resolvedRoot)
   } catch {
-    throw new HelperError('HOST_ROOT_NOT_FOUND', `Host root '${root}' does not exist.`, {exit: 2, hint: 'Pass --host-root the root directory of an installed system.'})
+    throw new HelperError('HOST_ROOT_NOT_FOUND', `Host root '${root}' does not exist.`, { hint: 'Pass --host-root the root directory of an installed system.'})
   }
   if (!st.isDirectory())
-    throw new HelperError('HOST_ROOT_NOT_DIRECTORY', `Host root '${root}' is not a directory.`, {exit: 2, hint: 'Pass --host-root the root directory of an installed system.'})
+    throw new HelperError('HOST_ROOT_NOT_DIRECTORY', `Host root '${root}' is not a directory.`, { hint: 'Pass --host-root the root directory of an installed system.'})
   const systemdVersion = installedSystemdVersion(resolvedRoot)
   const {path, fields, error: osReleaseError} = readOsRelease(resolvedRoot, systemdVersion)
   const statCache = new Map<string, HostFile | undefined>()

@@ -10,7 +10,7 @@ import {SYSTEMD_ARCHITECTURES} from './host.js'
 import {renderRelease} from '../formats/os-release.js'
 import {releasePath} from './release.js'
 import {writeFileAtomic} from '../fs-atomic.js'
-import {stageCopy} from './tree-copy.js'
+import {copyTree, stageHint} from './tree-copy.js'
 import {type Tree, childrenOf} from './tree.js'
 
 export interface ReleaseOptions {
@@ -83,31 +83,33 @@ export interface WriteResult {
   plan: ReleasePlan
 }
 
-export function writeRelease(tree: Tree, plan: ReleasePlan, output?: string): WriteResult {
-  let root = tree.root
-  let staged: WriteResult['staged']
-  if (output !== undefined) {
-    if (existsSync(output))
-      throw usageError('OUTPUT_EXISTS', `--output '${output}' already exists.`, 'Pass a directory that does not exist yet; it is created with the staged copy.')
-    try {
-      staged = stageCopy(tree, output)
-    } catch (error) {
-      throw fsError('STAGE_FAILED', 'Cannot create staged copy', output, error)
-    }
-    root = output
-  } else {
-    const deploy = flatpakDeployOf(tree.root)
-    if (deploy)
-      throw new HelperError('RELEASE_INTO_DEPLOY', `'${tree.root}' is inside the Flatpak deploy ${deploy}; it must never be written to.`, {
-        hint: "Write a staged copy with --output DIR, or let 'sysext-helper install' stage one.",
-      })
-  }
+export function writeRelease(tree: Tree, plan: ReleasePlan): WriteResult {
+  const deploy = flatpakDeployOf(tree.root)
+  if (deploy)
+    throw new HelperError('RELEASE_INTO_DEPLOY', `'${tree.root}' is inside the Flatpak deploy ${deploy}; it must never be written to.`, {
+      hint: "Write a staged copy with --output DIR, or let 'sysext-helper install' stage one.",
+    })
+  return writeReleaseAt(tree.root, plan)
+}
+
+/** The release file in a tree sysext-helper itself created (a stage or an --output copy). */
+export function writeReleaseAt(root: string, plan: ReleasePlan, staged?: WriteResult['staged']): WriteResult {
   const path = join(root, plan.file)
   try {
     mkdirSync(dirname(path), {recursive: true, mode: 0o755})
     writeFileAtomic(path, plan.content)
   } catch (error) {
-    throw fsError('RELEASE_WRITE_FAILED', 'Cannot write release file', path, error, 'The tree may be read-only; write a staged copy with --output DIR.')
+    const errno = (error as NodeJS.ErrnoException).code
+    throw fsError('RELEASE_WRITE_FAILED', 'Cannot write release file', path, error,
+      errno === 'ENOSPC' || errno === 'EROFS' ? stageHint(errno, path) : 'The tree may be read-only; write a staged copy with --output DIR.')
   }
   return {path, tree: root, staged, plan}
+}
+
+/** `release --output DIR`: the same copy install stages (see tree-copy), plus the release file. */
+export async function writeReleaseCopy(tree: Tree, plan: ReleasePlan, output: string): Promise<WriteResult> {
+  if (existsSync(output))
+    throw usageError('OUTPUT_EXISTS', `--output '${output}' already exists.`, 'Pass a directory that does not exist yet; it is created with the staged copy.')
+  const {linked, copied} = await copyTree(tree.root, output, undefined, {hardLinks: true})
+  return writeReleaseAt(output, plan, {linked, copied})
 }

@@ -5,7 +5,7 @@
  * systemd's chase(..., CHASE_PREFIX_ROOT) does: absolute targets start at the
  * image root and `..` never leaves it.
  */
-import {readFileSync} from 'node:fs'
+import {closeSync, constants, openSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {readStrictXattrs} from './xattr.js'
 
@@ -49,6 +49,16 @@ export function chaseInImage(entries: Map<string, Pick<Entry, 'type' | 'linkTarg
   return {path, type: path === '' ? 'dir' : (entries.get(path)?.type ?? 'missing')}
 }
 
+/** The bytes of a regular file, never through a symlink swapped in since the scan. */
+function readNoFollow(abs: string): Buffer {
+  const fd = openSync(abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+  try {
+    return readFileSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+}
+
 export function readReleaseExtras(tree: {root: string; entries: Map<string, Entry>}): void {
   const release = [...tree.entries.values()].filter((e) => e.path.startsWith(DIR) && !e.path.slice(DIR.length).includes('/'))
   const files = release.filter((e) => e.type === 'file')
@@ -61,7 +71,7 @@ export function readReleaseExtras(tree: {root: string; entries: Map<string, Entr
     if (chased.type === 'file') {
       const target = tree.entries.get(chased.path)
       try {
-        e.chased.raw = target?.raw ?? (target && target.size <= 1024 * 1024 ? readFileSync(join(tree.root, chased.path)) : undefined)
+        e.chased.raw = target?.raw ?? (target && target.size <= 1024 * 1024 ? readNoFollow(join(tree.root, chased.path)) : undefined)
       } catch {
         // unreadable: the rule reports it
       }

@@ -3,7 +3,7 @@
  * of the tree. Everything the rules need is read here, once, so the rules stay
  * pure functions over the returned Tree.
  */
-import {closeSync, lstatSync, openSync, readSync, readdirSync, readFileSync, readlinkSync, statSync} from 'node:fs'
+import {closeSync, constants, fstatSync, lstatSync, openSync, readSync, readdirSync, readFileSync, readlinkSync, statSync} from 'node:fs'
 import {join} from 'node:path'
 import {HelperError, fsError} from '../errors.js'
 import {type ElfInfo, fdReader, parseElf} from '../formats/elf.js'
@@ -69,6 +69,19 @@ function isTextPath(rel: string): boolean {
   return slash > 0 && TEXT_DIRS.includes(rel.slice(0, slash))
 }
 
+/**
+ * Opens a file the walk saw as a regular file without following a symlink that
+ * replaced it since, and checks it still is one (ELOOP / ENOTREG are read errors).
+ */
+function openNoFollow(abs: string): number {
+  const fd = openSync(abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY)
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd)
+    throw Object.assign(new Error(`${abs} changed while it was read`), {code: 'ENOTREG'})
+  }
+  return fd
+}
+
 /** ELF or script header of a regular file that may be executed or loaded. */
 function readHeader(abs: string, entry: TreeEntry): void {
   const executable = (entry.mode & 0o111) !== 0
@@ -76,7 +89,7 @@ function readHeader(abs: string, entry: TreeEntry): void {
   if (!executable && !sharedObject) return
   let fd: number
   try {
-    fd = openSync(abs, 'r')
+    fd = openNoFollow(abs)
   } catch (error) {
     entry.readError = (error as NodeJS.ErrnoException).code ?? String(error)
     return
@@ -97,11 +110,8 @@ function readHeader(abs: string, entry: TreeEntry): void {
   }
 }
 
-/**
- * Reads the tree at `root`. Throws HelperError only when the root itself is
- * unusable; problems with entries are recorded on them for the rules.
- */
-export function scanTree(root: string): Tree {
+/** Throws TREE_NOT_FOUND / TREE_NOT_DIRECTORY unless `root` is a directory. */
+export function assertTreeRoot(root: string): void {
   let st
   try {
     st = statSync(root)
@@ -112,10 +122,16 @@ export function scanTree(root: string): Tree {
   if (!st.isDirectory())
     throw new HelperError('TREE_NOT_DIRECTORY', `Extension tree '${root}' is not a directory.`, {
       file: root,
-      exit: 2,
       hint: 'Pass the directory that holds usr/, not a file inside it.',
     })
+}
 
+/**
+ * Reads the tree at `root`. Throws HelperError only when the root itself is
+ * unusable; problems with entries are recorded on them for the rules.
+ */
+export function scanTree(root: string): Tree {
+  assertTreeRoot(root)
   const entries = new Map<string, TreeEntry>()
   const walk = (absDir: string, relDir: string): void => {
     let names: string[]
@@ -151,10 +167,16 @@ export function scanTree(root: string): Tree {
           if (entry.size > MAX_TEXT) entry.readError = 'EFBIG'
           else {
             try {
-              if (rel.startsWith('usr/lib/extension-release.d/')) {
-                entry.raw = readFileSync(abs)
-                entry.text = entry.raw.toString('utf8')
-              } else entry.text = readFileSync(abs, 'utf8')
+              const fd = openNoFollow(abs)
+              try {
+                // Release files keep their bytes: systemd's UTF-8 and NUL checks need them.
+                if (rel.startsWith('usr/lib/extension-release.d/')) {
+                  entry.raw = readFileSync(fd)
+                  entry.text = entry.raw.toString('utf8')
+                } else entry.text = readFileSync(fd, 'utf8')
+              } finally {
+                closeSync(fd)
+              }
             } catch (error) {
               entry.readError = (error as NodeJS.ErrnoException).code ?? String(error)
             }

@@ -12,6 +12,7 @@ import type {RuleContext} from './rules/context.js'
 import {RULE_SETS} from './rules/index.js'
 import {releaseCandidates} from './rules/release.js'
 import {type Tree, scanTree} from './tree.js'
+import type {SourceOwner} from './tree-copy.js'
 
 export interface TargetOptions extends FlatpakEnv {
   /** --installation: restrict app lookup to this installation. */
@@ -106,8 +107,22 @@ export interface Validated {
 
 export function validate(target: string, options: ValidateOptions = {}): Validated {
   const resolved = resolveTarget(target, options)
+  return validateTree(scanTree(resolved.path), resolved, options)
+}
+
+/**
+ * Judges an already scanned tree (install: the staged copy) as the tree of
+ * `resolved`. `owners` carries the source's ownership and link counts for a copy
+ * (the copy is root-owned with fresh inodes; the rules judge who owned the files
+ * that were read and how they were linked there).
+ */
+export function validateTree(tree: Tree, resolved: ResolvedTarget, options: ValidateOptions = {}, owners?: Map<string, SourceOwner>): Validated {
   const host = loadHost(options.hostRoot ?? '/')
-  const tree = scanTree(resolved.path)
+  if (owners)
+    for (const entry of tree.entries.values()) {
+      const o = owners.get(entry.path)
+      if (o) Object.assign(entry, {uid: o.uid, gid: o.gid, nlink: o.nlink, ino: o.ino, mode: (entry.mode & ~0o7777) | o.mode})
+    }
   const name = extensionName(tree, options.name, resolved.app)
   const findings = runRules({tree, host, name, origin: resolved.origin, allow: options.allow}, options.strict)
   return {

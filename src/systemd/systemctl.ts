@@ -42,3 +42,14 @@ export async function reloadOrRestart(unit: string): Promise<'reloaded' | 'resta
     return 'restarted'
   }
 }
+
+/** `systemctl is-enabled`: enabled (or static/alias/generated: started at boot without us) or not. */
+export async function isEnabled(unit: string): Promise<{enabled: boolean; state: string}> {
+  const {stdout} = await run('systemctl', ['is-enabled', unit], {okCodes: [0, 1, 2, 3, 4]})
+  const state = stdout.trim() || 'unknown'
+  return {enabled: ['enabled', 'enabled-runtime', 'static', 'alias', 'generated', 'indirect'].includes(state) && state !== 'indirect', state}
+}
+
+export async function enable(unit: string): Promise<void> {
+  await run('systemctl', ['enable', unit], {timeoutMs: 60_000})
+}

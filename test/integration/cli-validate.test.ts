@@ -74,7 +74,7 @@ describe('validate', () => {
     assert.equal(missing.code, 1)
     assert.match(missing.stderr, /^Error: Cannot read extension tree '\/nonexistent\/tree': No such file or directory\.\nHint: /)
     const file = cli(['validate', `${host}/etc/os-release`, '--host-root', host, '--json'])
-    assert.equal(file.code, 2)
+    assert.equal(file.code, 1)
     assert.equal(JSON.parse(file.stdout).error.code, 'TREE_NOT_DIRECTORY')
   })
 

@@ -48,7 +48,12 @@ describe('locateSelf', () => {
     try {
       assert.throws(() => treeForLocation({kind: 'merged'}, '/usr/lib/sysext-helper/commands.js', paths),
         (e: unknown) => e instanceof HelperError && e.code === 'SELF_TREE_UNKNOWN' && !!e.hint?.includes('self-install'))
-      writeFileSync(join(stateDir, 'state.json'), JSON.stringify({version: 1, pending: {}, extensions: {'sysext-helper': {name: 'sysext-helper', source: {kind: 'path', path: '/srv/sysext-helper-ext'}}}}))
+      writeFileSync(join(stateDir, 'state.json'), JSON.stringify({version: 1, pending: {}, extensions: {'sysext-helper': {
+        // A complete record: state.json is schema-checked on every read.
+        name: 'sysext-helper', source: {kind: 'path', path: '/srv/sysext-helper-ext'}, target: 'local', link: join(stateDir, 'sysext-helper'),
+        linkTarget: '/srv/sysext-helper-ext', releaseGenerated: false, hash: 'h', installedAt: 'now', busNames: [], units: [], polkitActions: [],
+        touchesPolkit: false, reloadManager: false,
+      }}}))
       assert.equal(treeForLocation({kind: 'merged'}, '/usr/lib/sysext-helper/commands.js', paths), '/srv/sysext-helper-ext')
     } finally {
       rmSync(stateDir, {recursive: true, force: true})

@@ -160,7 +160,9 @@ describe('export source: NAME or PATH', () => {
   writeFileSync(join(stateDir, 'state.json'), JSON.stringify({
     version: 1,
     pending: {},
-    extensions: {[NAME]: {name: NAME, source: {kind: 'path', path: '/elsewhere'}, target: 'local', link: `/var/lib/extensions/${NAME}`, linkTarget: tree}},
+    // A complete record: state.json is schema-checked on every read.
+    extensions: {[NAME]: {name: NAME, source: {kind: 'path', path: '/elsewhere'}, target: 'local', link: join(paths.targets.local, NAME), linkTarget: tree,
+      releaseGenerated: false, hash: 'h', installedAt: 'now', busNames: [], units: [], polkitActions: [], touchesPolkit: false, reloadManager: false}},
   }))
 
   test('a managed NAME exports the link target recorded in state.json', async () => {

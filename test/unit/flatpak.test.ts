@@ -42,7 +42,7 @@ describe('Flatpak system installations', () => {
     const user = makeTree(deploy('org.example.App'))
     const config = makeTree({'.keep': ''})
     assert.throws(() => findApp('org.example.App', {systemDir: base, configDir: config, userDir: user, installationPath: user}),
-      (e: HelperError) => e.code === 'FLATPAK_USER_INSTALLATION' && e.exit === 2 && /per-user/.test(e.message))
+      (e: HelperError) => e.code === 'FLATPAK_USER_INSTALLATION' && e.exit === 1 && /per-user/.test(e.message))
     assert.equal(findApp('org.example.App', {systemDir: base, configDir: config, userDir: user, installationPath: base}).installation.id, 'default')
   })
 

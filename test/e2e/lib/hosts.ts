@@ -324,6 +324,12 @@ export interface Host {
   consoleLog(): string
   /** Kills the guest, unmounts the overlay and removes its files. Idempotent. */
   stop(): Promise<void>
+  /**
+   * Reboots the guest: a clean `systemctl poweroff` (SIGKILL after 30 s), then a new
+   * boot on the same overlay upper dir, so everything written to its disk survives
+   * and /run (a tmpfs) does not. `pid1`, `bootMs` and `bootState` then describe the new boot.
+   */
+  reboot(): Promise<void>
 }
 
 export interface BootOptions {
@@ -534,87 +540,122 @@ export async function bootHost(flavor: Flavor, opts: BootOptions = {}): Promise<
     await stop()
     throw error
   }
-  const guestRepo = opts.guestRepo ?? REPO_ROOT
-  const node = realpathSync(process.execPath)
-  const machine = `e2e-${flavor}-${randomBytes(3).toString('hex')}`
-  const consolePath = join(dir, 'console.log')
-  const consoleFd = openSync(consolePath, 'a')
-  const args = [
-    '-D', h.merged,
-    '-b',
-    '--register=no', // no machined on the test machine
-    '--keep-unit', // no systemd as PID 1 here to make a scope
-    `--machine=${machine}`,
-    '--private-network', // the guest's services stay off the test machine's network
-    // The console goes to a file: a pipe nobody reads would block the guest.
-    '--console=read-only',
-    `--bind-ro=${REPO_ROOT}:${guestRepo}`,
-    ...(opts.noNode ? [] : [`--bind-ro=${node}:${GUEST_NODE}`]),
-    ...(opts.bindRo ?? []).map((b) => `--bind-ro=${b}`),
-    ...(opts.bind ?? []).map((b) => `--bind=${b}`),
-  ]
-  const nspawn = spawn('systemd-nspawn', args, {
-    stdio: ['ignore', consoleFd, consoleFd],
-    // On a cgroup v1/hybrid machine (this one) nspawn would give the guest a hybrid
-    // hierarchy: systemd 257 is deprecated there and logs cgroup attach failures.
-    env: {...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1'},
-  })
-  closeSync(consoleFd)
-  h.nspawnPid = nspawn.pid
-  let exited: string | undefined
-  nspawnExit = new Promise((resolve) =>
-    nspawn.on('exit', (code, signal) => {
-      exited = signal ?? `exit ${code}`
-      resolve()
-    }),
-  )
   const consoleLog = (): string => {
     try {
-      return readFileSync(consolePath, 'utf8')
+      return readFileSync(join(dir, 'console.log'), 'utf8')
     } catch {
       return ''
     }
   }
-  const fail = async (why: string): Promise<never> => {
-    const tail = consoleLog().split('\n').slice(-40).join('\n')
-    await stop()
-    throw new Error(`${flavor} guest: ${why}\n--- console (tail) ---\n${tail}`)
+  let current = {pid1: 0, bootMs: 0, bootState: ''}
+  const guestRepo = opts.guestRepo ?? REPO_ROOT
+  const node = realpathSync(process.execPath)
+  const machine = `e2e-${flavor}-${randomBytes(3).toString('hex')}`
+  const consolePath = join(dir, 'console.log')
+  const boot = async (): Promise<void> => {
+    const bootStarted = Date.now()
+    const consoleFd = openSync(consolePath, 'a')
+    const args = [
+      '-D', h.merged,
+      '-b',
+      '--register=no', // no machined on the test machine
+      '--keep-unit', // no systemd as PID 1 here to make a scope
+      `--machine=${machine}`,
+      '--private-network', // the guest's services stay off the test machine's network
+      // The console goes to a file: a pipe nobody reads would block the guest.
+      '--console=read-only',
+      `--bind-ro=${REPO_ROOT}:${guestRepo}`,
+      ...(opts.noNode ? [] : [`--bind-ro=${node}:${GUEST_NODE}`]),
+      ...(opts.bindRo ?? []).map((b) => `--bind-ro=${b}`),
+      ...(opts.bind ?? []).map((b) => `--bind=${b}`),
+    ]
+    const nspawn = spawn('systemd-nspawn', args, {
+      stdio: ['ignore', consoleFd, consoleFd],
+      // On a cgroup v1/hybrid machine (this one) nspawn would give the guest a hybrid
+      // hierarchy: systemd 257 is deprecated there and logs cgroup attach failures.
+      env: {...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1'},
+    })
+    closeSync(consoleFd)
+    h.nspawnPid = nspawn.pid
+    h.pid1 = undefined
+    let exited: string | undefined
+    nspawnExit = new Promise((resolve) =>
+      nspawn.on('exit', (code, signal) => {
+        exited = signal ?? `exit ${code}`
+        resolve()
+      }),
+    )
+    const fail = async (why: string): Promise<never> => {
+      const tail = consoleLog().split('\n').slice(-40).join('\n')
+      await stop()
+      throw new Error(`${flavor} guest: ${why}\n--- console (tail) ---\n${tail}`)
+    }
+    const timeout = opts.bootTimeout ?? 60_000
+    const deadline = bootStarted + timeout
+
+    // The guest's systemd is a child of nspawn (found by its comm).
+    while (!h.pid1) {
+      if (exited) return fail(`systemd-nspawn ended during boot (${exited})`)
+      if (Date.now() > deadline) return fail('no guest PID 1 appeared')
+      h.pid1 = childrenOf(nspawn.pid!).find((p) => comm(p) === 'systemd')
+      if (!h.pid1) await new Promise((r) => setTimeout(r, 50))
+    }
+    writeFileSync(join(dir, 'pids.json'), JSON.stringify({nspawn: nspawn.pid, pid1: h.pid1}))
+    h.guard = startGuard(h)
+
+    // is-system-running --wait fails until the guest's manager is reachable; retry.
+    let bootState = ''
+    const exec = (cmd: string, cmdArgs: string[] = [], o: ExecOptions = {}): Promise<ExecResult> => execIn(h.pid1 as number, cmd, cmdArgs, o)
+    for (;;) {
+      if (exited) return fail(`systemd-nspawn ended during boot (${exited})`)
+      const left = deadline - Date.now()
+      if (left <= 0) return fail(`not booted after ${timeout} ms (last state: ${bootState || 'unknown'})`)
+      const r = await exec('systemctl', ['is-system-running', '--wait'], {timeout: left})
+      bootState = r.stdout.trim()
+      if (bootState === 'running' || bootState === 'degraded') break
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    current = {pid1: h.pid1, bootMs: Date.now() - bootStarted, bootState}
   }
-  const timeout = opts.bootTimeout ?? 60_000
-  const deadline = started + timeout
 
-  // The guest's systemd is a child of nspawn (found by its comm).
-  while (!h.pid1) {
-    if (exited) return fail(`systemd-nspawn ended during boot (${exited})`)
-    if (Date.now() > deadline) return fail('no guest PID 1 appeared')
-    h.pid1 = childrenOf(nspawn.pid!).find((p) => comm(p) === 'systemd')
-    if (!h.pid1) await new Promise((r) => setTimeout(r, 50))
-  }
-  writeFileSync(join(dir, 'pids.json'), JSON.stringify({nspawn: nspawn.pid, pid1: h.pid1}))
-  h.guard = startGuard(h)
-  const pid1 = h.pid1
+  await boot()
+  const exec = (cmd: string, cmdArgs: string[] = [], o: ExecOptions = {}): Promise<ExecResult> => execIn(current.pid1, cmd, cmdArgs, o)
 
-  const exec = (cmd: string, cmdArgs: string[] = [], o: ExecOptions = {}): Promise<ExecResult> =>
-    execIn(pid1, cmd, cmdArgs, o)
-
-  // is-system-running --wait fails until the guest's manager is reachable; retry.
-  let bootState = ''
-  for (;;) {
-    if (exited) return fail(`systemd-nspawn ended during boot (${exited})`)
-    const left = deadline - Date.now()
-    if (left <= 0) return fail(`not booted after ${timeout} ms (last state: ${bootState || 'unknown'})`)
-    const r = await exec('systemctl', ['is-system-running', '--wait'], {timeout: left})
-    bootState = r.stdout.trim()
-    if (bootState === 'running' || bootState === 'degraded') break
-    await new Promise((r) => setTimeout(r, 100))
+  const reboot = async (): Promise<void> => {
+    await exec('systemctl', ['poweroff', '--no-block']).catch(() => undefined)
+    let timer: NodeJS.Timeout | undefined
+    const ended = await Promise.race([nspawnExit?.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 30_000)))])
+    clearTimeout(timer)
+    if (!ended) {
+      for (const pid of [h.pid1, h.nspawnPid]) {
+        try {
+          if (pid) process.kill(pid, 'SIGKILL')
+        } catch {}
+      }
+      await nspawnExit
+    }
+    try {
+      h.guard?.kill('SIGKILL')
+    } catch {}
+    // The same upper dir, a fresh mount: the guest's disk is kept, nothing else.
+    spawnSync('umount', [h.merged], {stdio: 'ignore'})
+    if (isMounted(h.merged)) spawnSync('umount', ['-l', h.merged], {stdio: 'ignore'})
+    rmSync(join(dir, 'work'), {recursive: true, force: true})
+    mkdirSync(join(dir, 'work'))
+    run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${dir}/upper,workdir=${dir}/work`, h.merged])
+    await boot()
+    host.pid1 = current.pid1
+    host.bootMs = current.bootMs
+    host.bootState = current.bootState
   }
 
   const host: Host = {
     flavor,
     root: h.merged,
-    pid1,
+    pid1: current.pid1,
     bootMs: Date.now() - started,
-    bootState,
+    bootState: current.bootState,
+    reboot,
     exec,
     sh: (script, o) => exec('/bin/sh', ['-c', script], o),
     async execOk(cmd, cmdArgs = [], o = {}) {
