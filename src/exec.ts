@@ -3,6 +3,7 @@
  * fixed PATH, LC_ALL=C so output can be parsed, a timeout, and failures turned
  * into HelperErrors that carry the command line and its stderr.
  */
+import {spawnSync} from 'node:child_process'
 import {HelperError} from './errors.js'
 
 export interface RunOptions {
@@ -54,4 +55,19 @@ export async function run(file: string, args: readonly string[], options: RunOpt
   if (!(options.okCodes ?? [0]).includes(exitCode))
     throw new HelperError('EXEC_FAILED', `'${command}' failed (exit ${exitCode})${stderr ? `: ${stderr.split('\n').filter(Boolean).slice(-3).join(' ')}` : '.'}`, {cause: result})
   return {command, exitCode, stdout, stderr}
+}
+
+/**
+ * Synchronous variant for the few reads a pure scan needs (extended attributes):
+ * same environment; returns undefined when the command is not installed.
+ */
+export function runSyncQuiet(file: string, args: readonly string[], timeoutMs = 10_000): {exitCode: number; stdout: string; stderr: string} | undefined {
+  const r = spawnSync(file, args, {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: {...process.env, LC_ALL: 'C', PATH: SYSTEM_PATH},
+  })
+  if (r.error && (r.error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+  return {exitCode: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? ''}
 }

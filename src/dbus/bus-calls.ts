@@ -4,6 +4,7 @@
  */
 import {HelperError} from '../errors.js'
 import {run} from '../exec.js'
+import {type Classified, classifyJournal, journalSince} from '../systemd/journal.js'
 import {show} from '../systemd/systemctl.js'
 
 export type BusImplementation = 'dbus-broker' | 'dbus-daemon' | 'unknown'
@@ -29,6 +30,26 @@ export interface PingFailure {
   detail: string
   /** What that means for this extension and what to run next. */
   diagnosis: string
+  /** The cause read from the journal (missing library, symbol version, user, …), when recognised. */
+  journalCause?: Classified
+  /** The failed unit's journal lines since the attempt (or the system's, for a service-file-only activation). */
+  journal?: string[]
+}
+
+/** Adds what the journal says since `since` to a failure: the lines, and the cause quoted first in the diagnosis. */
+export async function withJournal(failure: PingFailure, since: number, name: string, unit?: string): Promise<PingFailure> {
+  let lines: string[] = []
+  let cause: Classified | undefined
+  // journald may write the service's last lines a moment after the failure is seen.
+  for (const wait of [250, 750]) {
+    await new Promise((r) => setTimeout(r, wait))
+    lines = await journalSince(since, unit, [name, ...(unit ? [unit] : [])])
+    cause = classifyJournal(lines)
+    if (cause) break
+  }
+  if (lines.length === 0) return failure
+  const quoted = cause ? `Cause: ${cause.summary}; the journal says: "${cause.line}". ` : `The journal says: "${lines.slice(-3).join(' | ')}". `
+  return {...failure, journal: lines, journalCause: cause, diagnosis: quoted + failure.diagnosis}
 }
 
 /** Maps a failed activation to its likely cause (REFERENCE: errors seen from both bus implementations). */
@@ -75,13 +96,14 @@ export async function ping(name: string, timeoutS: number, unit?: string): Promi
         }
       })()
     : Promise.resolve()
+  const since = Date.now()
   try {
     await run('busctl', ['--system', `--timeout=${timeoutS}`, 'call', name, '/', 'org.freedesktop.DBus.Peer', 'Ping'], {timeoutMs: (timeoutS + 5) * 1000, signal: abort.signal})
     return undefined
   } catch (error) {
-    if (failedUnit) return diagnosePing(name, `unit failed: ${unit} entered the failed state during activation`, unit)
+    if (failedUnit) return withJournal(diagnosePing(name, `unit failed: ${unit} entered the failed state during activation`, unit), since, name, unit)
     const detail = error instanceof HelperError ? error.message.replace(/^.*failed \(exit \d+\): ?/, '').replace(/^Call failed: /, '') : String(error)
-    return diagnosePing(name, detail, unit)
+    return withJournal(diagnosePing(name, detail, unit), since, name, unit)
   } finally {
     abort.abort()
     await watch

@@ -23,6 +23,14 @@ export interface ElfInfo {
   /** Which tag `runpath` came from: ld.so applies DT_RPATH to the dependencies of dependencies too, DT_RUNPATH only to the object's own. */
   runpathTag?: 'DT_RUNPATH' | 'DT_RPATH'
   soname?: string
+  /**
+   * Symbol versions the object needs (DT_VERNEED, `.gnu.version_r`), per DT_NEEDED
+   * library name; weak references (VER_FLG_WEAK) are left out, ld.so does not
+   * refuse to load when they are missing.
+   */
+  verneed?: Array<{file: string; versions: string[]}>
+  /** Symbol versions the object defines (DT_VERDEF, `.gnu.version_d`), without the base (soname) entry. */
+  verdef?: string[]
   /** Set when the file is not a well-formed ELF object. */
   malformed?: string
 }
@@ -64,6 +72,13 @@ const DT_STRSZ = 10
 const DT_SONAME = 14
 const DT_RPATH = 15
 const DT_RUNPATH = 29
+const DT_VERDEF = 0x6ffffffc
+const DT_VERDEFNUM = 0x6ffffffd
+const DT_VERNEED = 0x6ffffffe
+const DT_VERNEEDNUM = 0x6fffffff
+const VER_FLG_BASE = 0x1
+const VER_FLG_WEAK = 0x2
+const MAX_VERSIONS = 4096
 
 const TYPES: Record<number, ElfInfo['type']> = {1: 'rel', 2: 'exec', 3: 'dyn', 4: 'core'}
 
@@ -105,10 +120,39 @@ interface Segment {
 
 class Malformed extends Error {}
 
+const PAGE = 4096
+const MAX_PAGES = 64
+
+/** Serves small reads from 4 KiB pages: headers, strings and version entries sit close together. */
+function paged(read: ElfReader): ElfReader {
+  const pages = new Map<number, Buffer>()
+  const page = (n: number): Buffer => {
+    let buf = pages.get(n)
+    if (!buf) {
+      buf = read(n * PAGE, PAGE)
+      if (pages.size < MAX_PAGES) pages.set(n, buf)
+    }
+    return buf
+  }
+  return (offset, length) => {
+    if (!Number.isSafeInteger(offset) || offset < 0 || length > PAGE) return read(offset, length)
+    const first = Math.floor(offset / PAGE)
+    const last = Math.floor((offset + length - 1) / PAGE)
+    if (length === 0) return Buffer.alloc(0)
+    if (first === last) {
+      const buf = page(first)
+      return buf.subarray(offset - first * PAGE, Math.min(buf.length, offset - first * PAGE + length))
+    }
+    const a = page(first)
+    const b = a.length < PAGE ? Buffer.alloc(0) : page(last)
+    return Buffer.concat([a, b]).subarray(offset - first * PAGE, offset - first * PAGE + length)
+  }
+}
+
 export function parseElf(read: ElfReader): ElfInfo {
   const info: ElfInfo = {bits: 64, byteOrder: 'le', machine: 0, type: 'other', needed: [], runpath: []}
   try {
-    parseInto(read, info)
+    parseInto(paged(read), info)
   } catch (error) {
     info.malformed = error instanceof Malformed ? error.message : `cannot be read: ${(error as Error).message ?? String(error)}`
   }
@@ -185,6 +229,10 @@ function parseInto(read: ElfReader, info: ElfInfo): void {
   let sonameAt: number | undefined
   let rpathAt: number | undefined
   let runpathAt: number | undefined
+  let verneedAt: number | undefined
+  let verneedNum = 0
+  let verdefAt: number | undefined
+  let verdefNum = 0
   for (let i = 0; i < count; i++) {
     const at = i * entrySize
     // d_tag is signed, but every tag read here is small and positive.
@@ -199,8 +247,12 @@ function parseInto(read: ElfReader, info: ElfInfo): void {
     else if (tag === DT_SONAME) sonameAt = value
     else if (tag === DT_RPATH) rpathAt = value
     else if (tag === DT_RUNPATH) runpathAt = value
+    else if (tag === DT_VERNEED) verneedAt = value
+    else if (tag === DT_VERNEEDNUM) verneedNum = value
+    else if (tag === DT_VERDEF) verdefAt = value
+    else if (tag === DT_VERDEFNUM) verdefNum = value
   }
-  if (neededAt.length === 0 && sonameAt === undefined && rpathAt === undefined && runpathAt === undefined) return
+  if (neededAt.length === 0 && sonameAt === undefined && rpathAt === undefined && runpathAt === undefined && verneedAt === undefined && verdefAt === undefined) return
   if (strtab === undefined) throw new Malformed('PT_DYNAMIC has strings but no DT_STRTAB')
 
   // DT_STRTAB is an address in memory; the PT_LOAD segment holding it says where that is in the file.
@@ -228,6 +280,52 @@ function parseInto(read: ElfReader, info: ElfInfo): void {
 
   info.needed = neededAt.map((at) => string(at, 'DT_NEEDED'))
   if (sonameAt !== undefined) info.soname = string(sonameAt, 'DT_SONAME')
+  /** File offset of a virtual address, through the PT_LOAD segment holding it. */
+  const fileOffset = (addr: number, what: string): number => {
+    const seg = loads.find((l) => addr >= l.vaddr && addr < l.vaddr + l.filesz)
+    if (!seg) throw new Malformed(`${what} 0x${addr.toString(16)} is not inside any PT_LOAD segment`)
+    return seg.offset + (addr - seg.vaddr)
+  }
+  if (verneedAt !== undefined && verneedNum > 0) {
+    const verneed: Array<{file: string; versions: string[]}> = []
+    let at = fileOffset(verneedAt, 'DT_VERNEED')
+    let total = 0
+    for (let i = 0; i < Math.min(verneedNum, MAX_NEEDED); i++) {
+      const vn = readExact(at, 16, 'DT_VERNEED entry')
+      const cnt = u16(vn, 2)
+      const file = string(u32(vn, 4), 'DT_VERNEED file')
+      const versions: string[] = []
+      let aux = at + u32(vn, 8)
+      for (let j = 0; j < cnt; j++) {
+        if (++total > MAX_VERSIONS) throw new Malformed(`more than ${MAX_VERSIONS} version references`)
+        const vna = readExact(aux, 16, 'DT_VERNEED auxiliary entry')
+        if ((u16(vna, 4) & VER_FLG_WEAK) === 0) versions.push(string(u32(vna, 8), 'DT_VERNEED version'))
+        const next = u32(vna, 12)
+        if (next === 0) break
+        aux += next
+      }
+      verneed.push({file, versions})
+      const next = u32(vn, 12)
+      if (next === 0) break
+      at += next
+    }
+    info.verneed = verneed
+  }
+  if (verdefAt !== undefined && verdefNum > 0) {
+    const verdef: string[] = []
+    let at = fileOffset(verdefAt, 'DT_VERDEF')
+    for (let i = 0; i < Math.min(verdefNum, MAX_VERSIONS); i++) {
+      const vd = readExact(at, 20, 'DT_VERDEF entry')
+      if ((u16(vd, 2) & VER_FLG_BASE) === 0 && u16(vd, 6) > 0) {
+        const vda = readExact(at + u32(vd, 12), 8, 'DT_VERDEF auxiliary entry')
+        verdef.push(string(u32(vda, 0), 'DT_VERDEF version'))
+      }
+      const next = u32(vd, 16)
+      if (next === 0) break
+      at += next
+    }
+    info.verdef = verdef
+  }
   // glibc ignores DT_RPATH when DT_RUNPATH is present.
   if (runpathAt !== undefined) {
     info.runpath = string(runpathAt, 'DT_RUNPATH').split(':')

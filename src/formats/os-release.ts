@@ -1,42 +1,29 @@
 /**
- * os-release / extension-release files. Their grammar is a subset of shell
- * assignments; `ini` parses it correctly for KEY=VALUE lines with plain or
- * double/single-quoted values, which is what these files contain. Lines that are
- * neither assignments, comments nor blank are reported separately, because ini
- * silently accepts them (and systemd ignores them).
+ * os-release / extension-release files, read with systemd's env-file grammar
+ * (env-file.ts), not ini: quoting, comments, escapes and the UTF-8 rules differ.
  */
-import ini from 'ini'
+import {type EnvFileOptions, envFields, parseEnvFile} from './env-file.js'
 
 export type ReleaseFields = Record<string, string>
 
 export interface ParsedRelease {
   fields: ReleaseFields
-  /** 1-based numbers and text of lines systemd would not parse as KEY=VALUE. */
-  badLines: Array<{line: number; text: string}>
+  /** Set when systemd could not read the file at all (invalid UTF-8, NUL byte). */
+  error?: string
 }
 
-const ASSIGNMENT = /^[A-Za-z_][A-Za-z0-9_]*=/
+export interface ReleaseParseOptions extends EnvFileOptions {
+  /**
+   * 'os-release': the host's file, read with parse_env_file (`KEY=` is unset);
+   * 'extension-release': read with load_env_file_pairs (`KEY=` is '').
+   */
+  kind?: 'os-release' | 'extension-release'
+}
 
-export function parseRelease(text: string): ParsedRelease {
-  const badLines: ParsedRelease['badLines'] = []
-  const lines = text.split('\n')
-  const good: string[] = []
-  lines.forEach((raw, index) => {
-    const line = raw.trim()
-    if (line === '' || line.startsWith('#') || line.startsWith(';')) return
-    if (!ASSIGNMENT.test(line)) {
-      badLines.push({line: index + 1, text: raw})
-      return
-    }
-    good.push(line)
-  })
-  const parsed = ini.parse(good.join('\n')) as Record<string, unknown>
-  const fields: ReleaseFields = {}
-  for (const [key, value] of Object.entries(parsed)) {
-    if (typeof value === 'string') fields[key] = value
-    else if (value === true) fields[key] = ''
-  }
-  return {fields, badLines}
+export function parseRelease(input: string | Uint8Array, options: ReleaseParseOptions = {}): ParsedRelease {
+  const parsed = parseEnvFile(input, options)
+  if (!parsed.ok) return {fields: {}, error: parsed.error}
+  return {fields: envFields(parsed.assignments, options.kind === 'os-release')}
 }
 
 function quote(value: string): string {

@@ -18,6 +18,7 @@ import {symlinkAtomic} from '../fs-atomic.js'
 import {type InstallAction, type InstallPlan, planInstall} from './install-plan.js'
 import {imageEntries} from './links.js'
 import {compareManifest, describeDrift, takeManifest} from './manifest.js'
+import {createSysusers} from './sysusers.js'
 import {type HostProbe, probeHost, probeWarnings} from './preflight.js'
 import {bootId, processStartS, processUnit, uptimeS} from './processes.js'
 import {writeReleaseAt} from '../sysext/release-writer.js'
@@ -565,6 +566,7 @@ export async function applyChanges(ctx: Context, state: State, probe: HostProbe,
     for (const {name} of removals)
       if (merged.includes(name)) fail(name, new HelperError('SYSEXT_STILL_MERGED', `${name} is still merged after systemd-sysext refresh.`, {step: 'refresh', hint: 'systemd-sysext list; journalctl -b -t systemd-sysext'}))
     if (installs.length === 1 && !outcomes.get(installs[0].plan.name)?.ok) throw outcomes.get(installs[0].plan.name)?.error
+    await createSysusers(live().map(({tree}) => tree))
   })
   const reloadManager = removals.length === 0 && installs.every(({plan}) => plan.reloadManager)
   await shared(changes.map(nameOf), 'reload', 'Reloading systemd, polkit and the bus', () => reloadAll(probe, {reloadManager, polkit: polkitTouched}), (d) => d)

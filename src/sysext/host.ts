@@ -6,8 +6,9 @@
 import {lstatSync, readFileSync, readdirSync, readlinkSync, statSync} from 'node:fs'
 import {posix} from 'node:path'
 import {HelperError} from '../errors.js'
-import {parseElfFile} from '../formats/elf.js'
+import {type ElfInfo, parseElfFile} from '../formats/elf.js'
 import {type ReleaseFields, parseRelease} from '../formats/os-release.js'
+import {parseAccounts} from '../formats/sysusers.js'
 import type {EntryType, Tree} from './tree.js'
 
 export interface HostFile {
@@ -22,6 +23,8 @@ export interface Host {
   /** The os-release file that was read, as a path inside root. */
   osReleasePath: string
   osRelease: ReleaseFields
+  /** Why systemd could not parse the os-release file (then osRelease is empty). */
+  osReleaseError?: string
   /** systemd's architecture name (x86-64, arm64, ...). */
   architecture: string
   /** systemd version installed in root (from libsystemd-shared-NNN.so), when found. */
@@ -33,8 +36,22 @@ export interface Host {
   readlink(path: string): string | undefined
   /** Names in a directory inside root (sorted), or undefined when it is not one. */
   readdir(path: string): string[] | undefined
+  /**
+   * ELF headers (dynamic section, symbol versions) of a regular file inside root,
+   * parsed once and cached; undefined when it is not a readable regular file.
+   * `path` must be final (symlinks already followed, e.g. by resolveMerged).
+   */
+  elf(path: string): ElfInfo | undefined
   /** A regular file's text (at most 1 MiB) inside root, or undefined. */
   readText(path: string): string | undefined
+  /** Accounts in root's /etc/passwd and /etc/group (name -> id), read once. */
+  accounts(): {users: Map<string, number>; groups: Map<string, number>}
+  /**
+   * The system bus implementation, judged from files: dbus-broker when
+   * /usr/bin/dbus-broker exists and dbus.service is an alias of dbus-broker.service,
+   * dbus-daemon when /usr/bin/dbus-daemon exists, else unknown.
+   */
+  bus: 'dbus-broker' | 'dbus-daemon' | 'unknown'
   /**
    * The merged extension that provides `path` (absolute, under /usr or /opt), when
    * the file seen on the host comes from an extension rather than from the OS.
@@ -90,14 +107,39 @@ export function systemdArchitecture(nodeArch: string = process.arch): string {
   return NODE_TO_SYSTEMD[nodeArch] ?? nodeArch
 }
 
-function readOsRelease(root: string): {path: string; fields: ReleaseFields} {
-  for (const path of ['/etc/os-release', '/usr/lib/os-release']) {
+/** A path inside root with its symlinks followed inside root (as chase() with a root does). */
+function chaseInRoot(root: string, path: string): string {
+  let current = path
+  for (let hops = 0; hops < 32; hops++) {
+    let target: string
     try {
-      const text = readFileSync(posix.join(root, path), 'utf8')
-      return {path, fields: parseRelease(text).fields}
+      if (!lstatSync(posix.join(root, current)).isSymbolicLink()) break
+      target = readlinkSync(posix.join(root, current))
     } catch {
-      // try the next one, as systemd does
+      break
     }
+    current = target.startsWith('/') ? target : posix.join(posix.dirname(current), target)
+    current = posix.resolve('/', current)
+  }
+  return posix.join(root, current)
+}
+
+/**
+ * The host's os-release as systemd-sysext reads it: /etc/os-release, else (only when
+ * that does not exist) /usr/lib/os-release, in the env-file grammar. A file systemd
+ * cannot parse yields no fields (then no ID, and sysext merges nothing).
+ */
+function readOsRelease(root: string, systemdVersion: number | undefined): {path: string; fields: ReleaseFields; error?: string} {
+  for (const path of ['/etc/os-release', '/usr/lib/os-release']) {
+    let bytes: Buffer
+    try {
+      bytes = readFileSync(chaseInRoot(root, path))
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue
+      return {path, fields: {}, error: (error as NodeJS.ErrnoException).code ?? String(error)}
+    }
+    const parsed = parseRelease(bytes, {kind: 'os-release', systemdVersion})
+    return {path, fields: parsed.fields, error: parsed.error}
   }
   throw new HelperError('HOST_NO_OS_RELEASE', `No os-release found in '${root}' (looked for /etc/os-release and /usr/lib/os-release).`, {
     hint: root === '/' ? 'This host has no os-release; systemd-sysext cannot match extensions on it.' : 'Pass --host-root the root directory of an installed system.',
@@ -193,7 +235,8 @@ export function loadHost(root = '/'): Host {
   }
   if (!st.isDirectory())
     throw new HelperError('HOST_ROOT_NOT_DIRECTORY', `Host root '${root}' is not a directory.`, { hint: 'Pass --host-root the root directory of an installed system.'})
-  const {path, fields} = readOsRelease(resolvedRoot)
+  const systemdVersion = installedSystemdVersion(resolvedRoot)
+  const {path, fields, error: osReleaseError} = readOsRelease(resolvedRoot, systemdVersion)
   const statCache = new Map<string, HostFile | undefined>()
   const lstat = (p: string): HostFile | undefined => {
     if (statCache.has(p)) return statCache.get(p)
@@ -231,6 +274,22 @@ export function loadHost(root = '/'): Host {
       return undefined
     }
   }
+  const elfCache = new Map<string, ElfInfo | undefined>()
+  const elf = (p: string): ElfInfo | undefined => {
+    if (!elfCache.has(p)) {
+      let info: ElfInfo | undefined
+      try {
+        if (lstat(p)?.type === 'file') info = parseElfFile(posix.join(resolvedRoot, p))
+      } catch {
+        info = undefined
+      }
+      elfCache.set(p, info)
+    }
+    return elfCache.get(p)
+  }
+  let accountsCache: ReturnType<Host['accounts']> | undefined
+  const accounts = (): ReturnType<Host['accounts']> =>
+    (accountsCache ??= {users: parseAccounts(readText('/etc/passwd') ?? ''), groups: parseAccounts(readText('/etc/group') ?? '')})
   const images = mergedImages(resolvedRoot)
   const extensionProviding = (p: string): string | undefined =>
     images.find((image) => {
@@ -247,13 +306,31 @@ export function loadHost(root = '/'): Host {
     extensionProviding,
     osRelease: fields,
     architecture: rootArchitecture(resolvedRoot),
-    systemdVersion: installedSystemdVersion(resolvedRoot),
+    systemdVersion,
+    osReleaseError,
     libraryDirs: libraryDirs(resolvedRoot, lstat),
     lstat,
     readlink,
     readdir,
     readText,
+    elf,
+    accounts,
+    bus: busImplementation(readlink, lstat),
   }
+}
+
+/** See Host.bus. dbus.service in /etc (enabled alias) wins over /usr/lib, as in systemd. */
+function busImplementation(readlink: Host['readlink'], lstat: Host['lstat']): Host['bus'] {
+  const broker = ['/usr/bin/dbus-broker', '/bin/dbus-broker'].some((p) => lstat(p) !== undefined)
+  if (broker) {
+    for (const dir of ['/etc/systemd/system', '/usr/lib/systemd/system', '/lib/systemd/system']) {
+      const target = readlink(`${dir}/dbus.service`)
+      if (target !== undefined) return posix.basename(target) === 'dbus-broker.service' ? 'dbus-broker' : 'dbus-daemon'
+      if (lstat(`${dir}/dbus.service`) !== undefined) break
+    }
+  }
+  if (['/usr/bin/dbus-daemon', '/bin/dbus-daemon'].some((p) => lstat(p) !== undefined)) return 'dbus-daemon'
+  return broker ? 'dbus-broker' : 'unknown'
 }
 
 export interface Resolved {

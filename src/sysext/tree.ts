@@ -7,6 +7,7 @@ import {closeSync, constants, fstatSync, lstatSync, openSync, readSync, readdirS
 import {join} from 'node:path'
 import {HelperError, fsError} from '../errors.js'
 import {type ElfInfo, fdReader, parseElf} from '../formats/elf.js'
+import {readReleaseExtras} from './tree-release.js'
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'other'
 
@@ -31,6 +32,12 @@ export interface TreeEntry {
   shebang?: string
   /** Set when the entry could not be read (e.g. EACCES); the rules report it. */
   readError?: string
+  /** Release files (and what release-file symlinks lead to): the bytes, for systemd's UTF-8 rules. */
+  raw?: Buffer
+  /** Release files: user.extension-release.strict (null: not set); undefined when it could not be read. */
+  strictXattr?: string | null
+  /** Release-file symlinks: where they lead inside the image (chased as systemd does, `..` and `/` clamped to the image root). */
+  chased?: {path: string; type: EntryType | 'missing'; raw?: Buffer}
 }
 
 export interface Tree {
@@ -46,6 +53,7 @@ export const TEXT_DIRS = [
   'usr/share/dbus-1/system.d',
   'usr/share/polkit-1/actions',
   'usr/lib/systemd/system',
+  'usr/lib/sysusers.d',
 ]
 const MAX_TEXT = 1024 * 1024
 
@@ -161,7 +169,11 @@ export function scanTree(root: string): Tree {
             try {
               const fd = openNoFollow(abs)
               try {
-                entry.text = readFileSync(fd, 'utf8')
+                // Release files keep their bytes: systemd's UTF-8 and NUL checks need them.
+                if (rel.startsWith('usr/lib/extension-release.d/')) {
+                  entry.raw = readFileSync(fd)
+                  entry.text = entry.raw.toString('utf8')
+                } else entry.text = readFileSync(fd, 'utf8')
               } finally {
                 closeSync(fd)
               }
@@ -175,7 +187,9 @@ export function scanTree(root: string): Tree {
     }
   }
   walk(root, '')
-  return {root, entries}
+  const tree = {root, entries}
+  readReleaseExtras(tree)
+  return tree
 }
 
 /** Entries directly inside `dir` (relative), sorted by path. */

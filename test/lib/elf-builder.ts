@@ -18,6 +18,10 @@ export interface ElfSpec {
   runpath?: string
   /** Emitted as DT_RPATH. */
   rpath?: string
+  /** DT_VERNEED entries: versions needed per library (weak ones flagged VER_FLG_WEAK). */
+  verneed?: Array<{file: string; versions: string[]; weak?: string[]}>
+  /** DT_VERDEF: versions defined (a base entry named after the soname comes first). */
+  verdef?: string[]
   /** Overrides DT_STRTAB, e.g. to point it outside every PT_LOAD segment. */
   strtabAddress?: number
 }
@@ -43,14 +47,23 @@ export function buildElf(spec: ElfSpec = {}): Buffer {
   if (spec.soname !== undefined) dyn.push([14, strOffset(spec.soname)])
   if (spec.rpath !== undefined) dyn.push([15, strOffset(spec.rpath)])
   if (spec.runpath !== undefined) dyn.push([29, strOffset(spec.runpath)])
-  const hasDynamic = dyn.length > 0
+  // Version sections: laid out after .dynstr, their string offsets taken now.
+  const verneed = (spec.verneed ?? []).map((v) => ({file: strOffset(v.file), aux: [...v.versions.map((n) => [strOffset(n), 0]), ...(v.weak ?? []).map((n) => [strOffset(n), 2])]}))
+  const verdef = spec.verdef ? [strOffset(spec.soname ?? 'lib'), ...spec.verdef.map((n) => strOffset(n))] : []
+  const hasDynamic = dyn.length > 0 || verneed.length > 0 || verdef.length > 0
   const dynstr = Buffer.from(`${strings.join('\0')}\0`, 'latin1')
 
   const phnum = 1 + (spec.interpreter !== undefined ? 1 : 0) + (hasDynamic ? 1 : 0)
   const interpAt = ehsize + phnum * phentsize
   const interp = Buffer.from(`${spec.interpreter ?? ''}\0`, 'latin1')
   const dynstrAt = interpAt + (spec.interpreter !== undefined ? interp.length : 0)
-  const dynamicAt = Math.ceil((dynstrAt + dynstr.length) / 8) * 8
+  const verneedAt = Math.ceil((dynstrAt + dynstr.length) / 8) * 8
+  const verneedSize = verneed.reduce((n, v) => n + 16 + 16 * v.aux.length, 0)
+  const verdefAt = verneedAt + verneedSize
+  const verdefSize = verdef.length * 28
+  const dynamicAt = Math.ceil((verdefAt + verdefSize) / 8) * 8
+  if (verneed.length > 0) dyn.push([0x6ffffffe, BASE_ADDRESS + verneedAt], [0x6fffffff, verneed.length])
+  if (verdef.length > 0) dyn.push([0x6ffffffc, BASE_ADDRESS + verdefAt], [0x6ffffffd, verdef.length])
   if (hasDynamic) {
     dyn.push([5, spec.strtabAddress ?? BASE_ADDRESS + dynstrAt], [10, dynstr.length], [0, 0])
   }
@@ -97,6 +110,31 @@ export function buildElf(spec: ElfSpec = {}): Buffer {
     phdr(3, interpAt, interp.length)
     interp.copy(buf, interpAt)
   }
+  let at = verneedAt
+  verneed.forEach((v, i) => {
+    u16(1, at)
+    u16(v.aux.length, at + 2)
+    u32(v.file, at + 4)
+    u32(16, at + 8)
+    u32(i === verneed.length - 1 ? 0 : 16 + 16 * v.aux.length, at + 12)
+    v.aux.forEach(([name, flags], j) => {
+      const a = at + 16 + 16 * j
+      u16(flags, a + 4)
+      u32(name, a + 8)
+      u32(j === v.aux.length - 1 ? 0 : 16, a + 12)
+    })
+    at += 16 + 16 * v.aux.length
+  })
+  verdef.forEach((name, i) => {
+    const d = verdefAt + 28 * i
+    u16(1, d)
+    u16(i === 0 ? 1 : 0, d + 2) // VER_FLG_BASE on the first
+    u16(i + 1, d + 4)
+    u16(1, d + 6)
+    u32(20, d + 12)
+    u32(i === verdef.length - 1 ? 0 : 28, d + 16)
+    u32(name, d + 20)
+  })
   if (hasDynamic) {
     phdr(2, dynamicAt, dyn.length * dynEntry)
     dynstr.copy(buf, dynstrAt)

@@ -40,7 +40,7 @@ export function makeTree(files: Record<string, FileSpec>): string {
 }
 
 /** A minimal host root: os-release plus whatever files are given. */
-export function makeHostRoot(osRelease: string, files: Record<string, FileSpec> = {}): string {
+export function makeHostRoot(osRelease: FileSpec, files: Record<string, FileSpec> = {}): string {
   return makeTree({'etc/os-release': osRelease, ...files})
 }
 

@@ -64,7 +64,7 @@ describe('confine-path: only the roles of an on-demand service', () => {
     ['usr/lib/sysctl.d/99-evil.conf', 'kernel.core_pattern=|/bin/sh\n'],
     ['usr/lib/binfmt.d/evil.conf', ':evil:E::evil::/bin/sh:\n'],
     ['usr/lib/tmpfiles.d/evil.conf', 'L+ /etc/shadow - - - - /tmp/x\n'],
-    ['usr/lib/sysusers.d/evil.conf', 'u root 0\n'],
+    ['usr/lib/sysusers.d/evil.sh', 'u root 0\n'], // *.conf there is a role, held by the sysusers-* rules
     ['usr/lib/environment.d/99-evil.conf', 'LD_PRELOAD=/usr/lib/evil.so\n'],
     ['usr/lib/kernel/install.d/99-evil.install', EXE],
     ['usr/lib/pam.d/sudo', 'auth sufficient pam_permit.so\n'],

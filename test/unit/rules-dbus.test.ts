@@ -107,9 +107,15 @@ describe('dbus service file rules', () => {
     assertNo(check(good), 'dbus-service-name-mismatch')
   })
 
-  test('dbus-service-user-missing', () => {
-    assertFinding(check({...good, [FILE]: service('Name=org.example.App1\nExec=/bin/false\nSystemdService=org.example.App1.service\n')}),
-      'dbus-service-user-missing', 'error', FILE)
+  test('dbus-service-user-missing: an error only where the bus refuses it (dbus-daemon without SystemdService=)', () => {
+    const daemon = {...hostFiles, 'usr/bin/dbus-daemon': {content: '', mode: 0o755}}
+    const broker = {...daemon, 'usr/bin/dbus-broker': {content: '', mode: 0o755}, 'etc/systemd/system/dbus.service': {symlink: '/usr/lib/systemd/system/dbus-broker.service'}}
+    const viaUnit = {...good, [FILE]: service('Name=org.example.App1\nExec=/bin/false\nSystemdService=org.example.App1.service\n')}
+    const direct = {...good, [FILE]: service('Name=org.example.App1\nExec=/usr/libexec/org.example.App1-helper\n')}
+    assert.match(assertFinding(checkRuleSet(dbusRules, viaUnit, daemon), 'dbus-service-user-missing', 'warning', FILE).message, /goes through SystemdService=/)
+    assert.match(assertFinding(checkRuleSet(dbusRules, direct, daemon), 'dbus-service-user-missing', 'error', FILE).message, /dbus-daemon refuses the activation/)
+    assert.match(assertFinding(checkRuleSet(dbusRules, direct, broker), 'dbus-service-user-missing', 'warning', FILE).message, /dbus-broker activates it anyway/)
+    assertFinding(checkRuleSet(dbusRules, viaUnit, broker), 'dbus-service-user-missing', 'warning', FILE)
     assertNo(check(good), 'dbus-service-user-missing')
   })
 

@@ -242,3 +242,43 @@ describe('executables rules: performance', () => {
     assert.ok(elapsed < 200, `took ${elapsed.toFixed(0)} ms`)
   })
 })
+
+describe('exec-symbol-version-missing: VERNEED against the VERDEF of the library ld.so picks', () => {
+  const glibc = (upTo: number): string[] => ['GLIBC_2.2.5', ...Array.from({length: upTo - 2}, (_, i) => `GLIBC_2.${i + 3}`)]
+  const hostWithGlibc = (upTo: number): Record<string, FileSpec> => ({
+    ...X86_64_HOST,
+    'usr/lib/x86_64-linux-gnu/libc.so.6': {content: buildElf({soname: 'libc.so.6', verdef: glibc(upTo)}), mode: 0o755},
+  })
+  const needs = (versions: string[], weak: string[] = []): FileSpec => program({verneed: [{file: 'libc.so.6', versions, weak}]})
+
+  it('names the file, the library, the missing version and the newest the host has', () => {
+    const findings = check({'usr/libexec/foo': needs(['GLIBC_2.34', 'GLIBC_2.38'])}, hostWithGlibc(36))
+    assert.deepEqual(brief(findings), [['exec-symbol-version-missing', 'error', 'usr/libexec/foo']])
+    assert.match(findings[0].message, /^usr\/libexec\/foo needs GLIBC_2\.38 from libc\.so\.6; this host's glibc \(\/usr\/lib\/x86_64-linux-gnu\/libc\.so\.6\) provides up to GLIBC_2\.36;/)
+    assert.match(findings[0].hint, /older glibc.*link statically.*ID= and VERSION_ID=/)
+  })
+  it('passes when the host defines every version; weak references do not count', () => {
+    assert.deepEqual(check({'usr/libexec/foo': needs(['GLIBC_2.34', 'GLIBC_2.38'])}, hostWithGlibc(38)), [])
+    assert.deepEqual(check({'usr/libexec/foo': needs(['GLIBC_2.34'], ['GLIBC_2.39'])}, hostWithGlibc(36)), [])
+  })
+  it('a library the tree ships is judged by its own VERDEF, and its own needs by the host', () => {
+    const tree = {
+      'usr/libexec/foo/foo': program({needed: ['libc.so.6', 'libfoo.so.1'], runpath: '$ORIGIN', verneed: [{file: 'libfoo.so.1', versions: ['FOO_2']}]}),
+      'usr/libexec/foo/libfoo.so.1': library({soname: 'libfoo.so.1', verdef: ['FOO_1'], verneed: [{file: 'libc.so.6', versions: ['GLIBC_2.39']}]}),
+    }
+    const f = check(tree, hostWithGlibc(36))
+    assert.deepEqual(brief(f), [['exec-symbol-version-missing', 'error', 'usr/libexec/foo/foo'], ['exec-symbol-version-missing', 'error', 'usr/libexec/foo/libfoo.so.1']])
+    assert.match(f[0].message, /needs FOO_2 from libfoo\.so\.1; the extension's usr\/libexec\/foo\/libfoo\.so\.1 provides up to FOO_1/)
+    assert.match(f[1].message, /needs GLIBC_2\.39 from libc\.so\.6; this host's glibc/)
+  })
+  it('an unversioned or unreadable host library gets the benefit of the doubt', () => {
+    assert.deepEqual(check({'usr/libexec/foo': needs(['GLIBC_2.99'])}), [])
+  })
+  it('the real /bin/true against this machine\'s own libc passes', () => {
+    const trueElf = parseElfFile('/bin/true')
+    assert.ok(trueElf.verneed && trueElf.verneed.length > 0)
+    const tree = scanTree(makeTree({'usr/libexec/helper': {content: readFileSync('/bin/true'), mode: 0o755}}))
+    const findings = executablesRules.check({tree, host: loadHost('/'), name: undefined, origin: 'path'})
+    assert.deepEqual(findings.filter((f) => f.rule === 'exec-symbol-version-missing'), [])
+  })
+})

@@ -103,6 +103,8 @@ export function classify(entry: TreeEntry, ctx: RuleContext, own: Own): Classifi
   if (childOf(p, 'usr/share/dbus-1/system.d') && regular && base.endsWith('.conf')) return {kind: 'role', role: 'bus policy'}
   if (childOf(p, 'usr/share/dbus-1/interfaces') && regular && base.endsWith('.xml')) return {kind: 'role', role: 'D-Bus interface description'}
   if (childOf(p, 'usr/share/polkit-1/actions') && regular && base.endsWith('.policy')) return {kind: 'role', role: 'polkit action'}
+  // Held to new system accounts of the extension's own by the sysusers-* rules; install runs systemd-sysusers on it.
+  if (childOf(p, 'usr/lib/sysusers.d') && regular && base.endsWith('.conf')) return {kind: 'role', role: 'sysusers.d file (the system users and groups of its service)'}
   if (childOf(p, UNITS)) {
     if (!regular) return {kind: 'refused', why: 'a symlink among the units is an alias or a mask, which redirects a unit name the host may use'}
     if (base.endsWith('.service')) return {kind: 'role', role: 'systemd service unit'}
@@ -145,7 +147,7 @@ export function classify(entry: TreeEntry, ctx: RuleContext, own: Own): Classifi
   return {kind: 'refused', why: 'it is none of the files an extension\'s on-demand service needs'}
 }
 
-const ALLOWED_LIST = 'its D-Bus service files, bus policies and polkit actions, .service units, programs under usr/libexec/NEW-NAME/, files under usr/lib/NAME/, usr/share/NAME/ or opt/NAME/ (NAME: the extension\'s name or one of its bus names), documentation, and the release file'
+const ALLOWED_LIST = 'its D-Bus service files, bus policies and polkit actions, .service units, sysusers.d files creating its own system accounts, programs under usr/libexec/NEW-NAME/, files under usr/lib/NAME/, usr/share/NAME/ or opt/NAME/ (NAME: the extension\'s name or one of its bus names), documentation, and the release file'
 
 function check(ctx: RuleContext): Finding[] {
   const findings: Finding[] = []

@@ -158,9 +158,20 @@ function checkService(ctx: RuleContext, file: string, text: string): Finding[] {
 
   const user = value('User')
   const unit = value('SystemdService')
-  if (user === undefined)
-    findings.push(error('dbus-service-user-missing', file, `${base} has no User=; the system bus refuses to activate a service without it.`,
-      'Add User= with the account the service runs as (User=root when the unit drops privileges itself).'))
+  if (user === undefined) {
+    const hint = 'Add User= with the account the service runs as (User=root when the unit drops privileges itself).'
+    const bus = ctx.host.bus
+    // dbus-daemon refuses a service-file-only activation without User= ("Cannot do system-bus activation with no user");
+    // through SystemdService= it hands the start to systemd, and dbus-broker activates either way (REFERENCE §2).
+    if (unit === undefined && bus !== 'dbus-broker')
+      findings.push(error('dbus-service-user-missing', file,
+        `${base} has no User= and no SystemdService=; this host's ${bus === 'unknown' ? 'bus (dbus-daemon assumed)' : 'dbus-daemon'} refuses the activation ("Cannot do system-bus activation with no user").`, hint))
+    else
+      findings.push(warning('dbus-service-user-missing', file,
+        unit !== undefined
+          ? `${base} has no User=; activation works because it goes through SystemdService=${unit} (the unit decides the user), but dbus-daemon would refuse it if started without systemd.`
+          : `${base} has no User= and no SystemdService=; this host's dbus-broker activates it anyway (as root), but dbus-daemon hosts refuse it.`, hint))
+  }
   else if (user === 'root' && unit === undefined)
     findings.push(warning('dbus-service-root-without-unit', file,
       `User=root without SystemdService=: dbus starts ${value('Exec') ?? 'the service'} as root itself, outside any unit, with no sandboxing, resource limits or journal identity.`,
@@ -364,7 +375,7 @@ export const dbusRules: RuleSet = {
     'dbus-service-name-missing': 'A D-Bus system service file has no Name=.',
     'dbus-service-name-invalid': 'Name= is not a valid well-known bus name.',
     'dbus-service-name-mismatch': 'Name= differs from the file name without .service (the system bus will not activate it).',
-    'dbus-service-user-missing': 'A D-Bus system service file has no User=.',
+    'dbus-service-user-missing': 'A D-Bus system service file has no User= (an error where the host\'s bus refuses it: dbus-daemon without SystemdService=; else a warning).',
     'dbus-service-root-without-unit': 'User=root without SystemdService=: dbus runs the service as root outside any unit (warning).',
     'dbus-service-exec-missing': 'A D-Bus system service file has no Exec=.',
     'dbus-service-exec-invalid': 'Exec= does not start with an absolute path.',

@@ -4,9 +4,11 @@
  * loader's work is redone here: the ELF interpreter, the DT_NEEDED closure
  * searched the way glibc's ld.so does, the architecture, and `#!` lines.
  *
- * Host files are only stat'ed (Host cannot read contents), so a library found
- * on the host counts as present whatever its class or machine, and its own
- * dependencies are not followed. Libraries in the extension are checked fully.
+ * A library found on the host counts as present whatever its class or machine,
+ * and its own dependencies are not followed. Libraries in the extension are
+ * checked fully. Symbol versions (VERNEED) every object needs from each library
+ * are checked against what the library the loader would pick defines (VERDEF):
+ * the host's libraries' ELF headers are read for that, once each (Host.elf).
  */
 import {posix} from 'node:path'
 import type {ElfInfo} from '../../formats/elf.js'
@@ -21,7 +23,24 @@ const RULES = {
   'exec-interpreter-missing': 'The ELF interpreter (PT_INTERP) exists in the merged /usr or on the host.',
   'exec-library-missing': 'Every DT_NEEDED library, and those of libraries the extension ships, is found in the extension or on the host.',
   'exec-script-interpreter-missing': 'The #! interpreter of executable scripts exists and is executable once merged.',
+  'exec-symbol-version-missing': 'Every symbol version an ELF object needs (VERNEED) is defined (VERDEF) by the library the loader resolves it to, on the host or in the tree.',
 }
+
+/** The newest of `defined` in the family of `wanted` (GLIBC_2.38 -> the highest GLIBC_x.y), when any. */
+export function newestVersion(wanted: string, defined: readonly string[]): string | undefined {
+  const family = /^(.*?)(\d+(?:\.\d+)*)$/.exec(wanted)?.[1]
+  if (family === undefined) return undefined
+  const numbers = (v: string): number[] => v.slice(family.length).split('.').map(Number)
+  const compare = (a: string, b: string): number => {
+    const x = numbers(a)
+    const y = numbers(b)
+    for (let i = 0; i < Math.max(x.length, y.length); i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0)
+    return 0
+  }
+  return defined.filter((d) => d.startsWith(family) && /^\d+(\.\d+)*$/.test(d.slice(family.length))).sort(compare).at(-1)
+}
+
+const GLIBC_LIBS = /^(libc|libm|libpthread|libdl|librt|libresolv|libutil|libanl|libmvec|libBrokenLocale|libnsl|ld-linux[^.]*|ld64|ld)\.so/
 
 /** Architectures the host kernel also runs natively (systemd's ARCHITECTURE_SECONDARY). */
 const SECONDARY: Record<string, string> = {'x86-64': 'x86', arm64: 'arm', ppc64: 'ppc', 'ppc64-le': 'ppc-le', s390x: 's390'}
@@ -124,10 +143,10 @@ export const executablesRules: RuleSet = {
     }
 
     /** The tree entry of a candidate, its ELF info when it can be used, or why the loader would skip it. */
-    const candidate = (path: string, wanted: ElfInfo): {ok: true; entry?: TreeEntry} | {ok: false; why: string} | undefined => {
+    const candidate = (path: string, wanted: ElfInfo): {ok: true; entry?: TreeEntry; path?: string} | {ok: false; why: string} | undefined => {
       const found = resolve(path)
       if (!found || found.type !== 'file') return undefined
-      if (found.source === 'host') return {ok: true}
+      if (found.source === 'host') return {ok: true, path: found.path}
       const entry = tree.entries.get(found.path.slice(1)) as TreeEntry
       // Unreadable here (files rules report it): give it the benefit of the doubt.
       if (entry.readError) return {ok: true}
@@ -143,7 +162,7 @@ export const executablesRules: RuleSet = {
     }
 
     interface Found {
-      hit?: {dir: string; entry?: TreeEntry}
+      hit?: {dir: string; entry?: TreeEntry; path?: string}
       /** Candidates ld.so would skip, with why. */
       rejected: string[]
       searched: string[]
@@ -179,12 +198,38 @@ export const executablesRules: RuleSet = {
         if (!result) continue
         if (!result.ok) found.rejected.push(result.why)
         else {
-          found.hit = {dir: posix.dirname(path), entry: result.entry}
+          found.hit = {dir: posix.dirname(path), entry: result.entry, path: result.path}
           break
         }
       }
       search.found.set(name, found)
       return found
+    }
+
+    /** (object, library) pairs whose symbol versions were checked: each is reported once, on the object. */
+    const versionsChecked = new Set<string>()
+    const checkVersions = (obj: Loaded, name: string, hit: NonNullable<Found['hit']>): void => {
+      const needs = obj.elf.verneed?.find((v) => v.file === name)?.versions
+      if (!needs || needs.length === 0) return
+      const key = `${obj.file}\0${name}\0${hit.entry?.path ?? hit.path}`
+      if (versionsChecked.has(key)) return
+      versionsChecked.add(key)
+      const provider = hit.entry ? hit.entry.elf : hit.path ? host.elf(hit.path) : undefined
+      // Unreadable, malformed or unversioned providers: ld.so only warns about the last ("no version information available").
+      if (!provider || provider.malformed || !provider.verdef || provider.verdef.length === 0) return
+      const defined = new Set(provider.verdef)
+      const missing = needs.filter((v) => !defined.has(v))
+      if (missing.length === 0) return
+      const newest = newestVersion(missing[0], provider.verdef)
+      const where = hit.entry ? `the extension's ${hit.entry.path}` : GLIBC_LIBS.test(name) ? `this host's glibc (${hit.path})` : `this host's ${hit.path}`
+      const has = newest ? `provides up to ${newest}` : `defines none of the ${missing.length === 1 ? 'version' : 'versions'} (it has ${provider.verdef.slice(0, 3).join(', ')}${provider.verdef.length > 3 ? ', …' : ''})`
+      const file = obj.file
+      const consequence = executable(tree.entries.get(file)?.mode ?? 0) ? 'activation will fail with' : 'loading it will fail with'
+      findings.push(error('exec-symbol-version-missing', file,
+        `${file} needs ${missing.join(', ')} from ${name}; ${where} ${has}; ${consequence} "version \`${missing[0]}' not found".`,
+        GLIBC_LIBS.test(name)
+          ? `Build against an older glibc (${newest ?? 'the host\'s'} or earlier), link statically, or target the matching release with ID= and VERSION_ID= in the extension-release file.`
+          : `Ship a ${name} that defines ${missing.join(', ')} under usr/lib/<app>/ with RUNPATH, build against the host's ${name}, or target the matching release with ID= and VERSION_ID=.`))
     }
 
     /** Tree libraries some program's closure loaded: their dependencies were judged in that context. */
@@ -193,25 +238,32 @@ export const executablesRules: RuleSet = {
     /** The DT_NEEDED closure of `root`; returns what could not be found, once per name. */
     const missingLibraries = (root: Loaded): Missing[] => {
       const missing = new Map<string, Missing>()
-      const satisfied = new Set<string>(root.elf.soname ? [root.elf.soname] : [])
+      // Names already loaded, with what satisfied them (the root's own soname: nothing to check against).
+      const satisfied = new Map<string, Found['hit']>(root.elf.soname ? [[root.elf.soname, undefined]] : [])
       const visited = new Set<string>([root.file])
       const queue: Loaded[] = [root]
       for (let i = 0; i < queue.length; i++) {
         const obj = queue[i]
         const search = searchOf(obj)
         for (const name of obj.elf.needed) {
-          if (satisfied.has(name) || missing.has(name)) continue
+          if (missing.has(name)) continue
+          if (satisfied.has(name)) {
+            const loaded = satisfied.get(name)
+            if (loaded) checkVersions(obj, name, loaded)
+            continue
+          }
           const {hit, rejected, searched} = find(name, obj, search)
           if (!hit) {
             missing.set(name, {name, requester: obj, searched, rejected})
             continue
           }
-          satisfied.add(name)
+          satisfied.set(name, hit)
+          checkVersions(obj, name, hit)
           const lib = hit.entry
           if (lib?.elf && !visited.has(lib.path)) {
             visited.add(lib.path)
             reached.add(lib.path)
-            if (lib.elf.soname) satisfied.add(lib.elf.soname)
+            if (lib.elf.soname && !satisfied.has(lib.elf.soname)) satisfied.set(lib.elf.soname, hit)
             const inheritsRpath = obj.inheritsRpath || obj.elf.runpathTag === 'DT_RPATH'
             queue.push({file: lib.path, elf: lib.elf, origin: hit.dir, loader: obj, inheritsRpath})
           }

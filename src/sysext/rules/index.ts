@@ -7,8 +7,9 @@ import {layoutRules} from './layout.js'
 import {polkitRules} from './polkit.js'
 import {releaseRules} from './release.js'
 import {unitsRules} from './units.js'
+import {usersRules} from './users.js'
 
-export const RULE_SETS: RuleSet[] = [releaseRules, layoutRules, confinementRules, filesRules, dbusRules, polkitRules, unitsRules, executablesRules]
+export const RULE_SETS: RuleSet[] = [releaseRules, layoutRules, confinementRules, filesRules, dbusRules, polkitRules, unitsRules, usersRules, executablesRules]
 
 /** Every rule id with its description. */
 export function allRules(): Record<string, string> {
