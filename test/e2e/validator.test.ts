@@ -185,11 +185,11 @@ for (const flavor of FLAVORS) {
     test('an activation failing for a missing library names the library in the error', async () => {
       // ld.so runs the helper as a plain file, as a dlopen() would load a plugin: nothing the validator can see.
       const path = put('libmissing', serviceTree(LIBMISSING, 'libmissing1', {
-        extra: {'usr/lib/sysext-helper-libmissing1/helper': {content: helperNeedingMissingLibrary(), mode: 0o644}},
+        extra: {'usr/libexec/sysext-helper-libmissing1/helper': {content: helperNeedingMissingLibrary(), mode: 0o644}},
       }))
       // The unit starts the helper (which fails to load) instead of the service.
       const unitPath = join(host.root, path, 'usr/lib/systemd/system/sysext-helper-libmissing1.service')
-      writeFileSync(unitPath, readFileSync(unitPath, 'utf8').replace(/^ExecStart=.*$/m, 'ExecStart=/lib64/ld-linux-x86-64.so.2 /usr/lib/sysext-helper-libmissing1/helper'))
+      writeFileSync(unitPath, readFileSync(unitPath, 'utf8').replace(/^ExecStart=.*$/m, 'ExecStart=/lib64/ld-linux-x86-64.so.2 /usr/libexec/sysext-helper-libmissing1/helper'))
       const before = await merged()
       const r = await install(path, LIBMISSING)
       assert.equal(r.exitCode, 1, r.stdout)
