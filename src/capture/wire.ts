@@ -183,6 +183,10 @@ export interface ParsedMessage {
   replySerial?: number
   errorName?: string
   member?: string
+  path?: string
+  interface?: string
+  sender?: string
+  destination?: string
   signature: string
   /** The UNIX_FDS header field: how many fds came with the message. */
   unixFds: number
@@ -264,6 +268,10 @@ export function parseMessage(frame: Buffer, headerOnly = false): ParsedMessage {
     if (code === HeaderField.ReplySerial && sig === 'u') msg.replySerial = r.u32()
     else if (code === HeaderField.ErrorName && sig === 's') msg.errorName = r.string()
     else if (code === HeaderField.Member && sig === 's') msg.member = r.string()
+    else if (code === HeaderField.Path && sig === 'o') msg.path = r.string()
+    else if (code === HeaderField.Interface && sig === 's') msg.interface = r.string()
+    else if (code === HeaderField.Sender && sig === 's') msg.sender = r.string()
+    else if (code === HeaderField.Destination && sig === 's') msg.destination = r.string()
     else if (code === HeaderField.Signature && sig === 'g') msg.signature = r.signature()
     else if (code === HeaderField.UnixFds && sig === 'u') msg.unixFds = r.u32()
     else skipValue(r, sig)
