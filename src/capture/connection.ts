@@ -197,10 +197,27 @@ export class BusConnection {
     return ++this.serial
   }
 
-  /** Writes already marshalled messages (load generators); waits while the socket is full. */
-  async sendRaw(buf: Buffer): Promise<void> {
+  /**
+   * Writes already marshalled messages (load generators, fuzzers); waits while
+   * the socket is full. `fds` go with the bytes (a connection opened with unixFd).
+   */
+  async sendRaw(buf: Buffer, fds?: number[]): Promise<void> {
     if (this.closed) throw new Error('connection closed')
     if (this.monitorHandler) throw new Error('a monitor connection must not send')
+    if (this.socket instanceof USocket) {
+      // usocket's write() returns nothing (not the backpressure flag): wait for the write itself.
+      const socket = this.socket
+      await new Promise<void>((resolve, reject) => {
+        socket.write(fds && fds.length > 0 ? {data: buf, fds} : buf, (err?: Error | null) => {
+          if (!err) return resolve()
+          // As in call(): usocket reports a dead peer only here, and writes nothing after it.
+          this.onClosed(err)
+          reject(err)
+        })
+        this.onClose((err) => reject(err ?? new Error('connection closed')))
+      })
+      return
+    }
     if (!this.socket.write(buf)) {
       await new Promise<void>((resolve, reject) => {
         this.socket.once('drain', resolve)
