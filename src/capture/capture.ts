@@ -34,7 +34,11 @@ export interface CaptureOptions {
   maxBytes?: number
   /** Seed the capture with ListNames/GetNameOwner replies (default true). */
   initialState?: boolean
-  /** Most bytes waiting for the output before the overflow policy applies (default 16 MiB). */
+  /**
+   * Most bytes waiting for the output before the overflow policy applies
+   * (default 16 MiB). One message larger than this is still accepted when
+   * nothing is waiting, so that no message is too large to capture.
+   */
   bufferBytes?: number
   /** What to do when the buffer is full: drop messages (counted) or stop (default 'drop'). */
   overflow?: OverflowPolicy
@@ -49,9 +53,16 @@ export interface CaptureSummary {
   messages: number
   /** Bytes written to the output, pcap header and record headers included. */
   bytes: number
-  /** Messages dropped because the output could not keep up. */
+  /** Messages dropped, for either reason below. */
   dropped: number
   droppedBytes: number
+  /**
+   * Of those, messages larger than the whole buffer that arrived while it
+   * was not empty (a message larger than the buffer is written through when
+   * the buffer is empty). The rest came while the buffer was full: the
+   * reader was behind.
+   */
+  droppedTooLarge: number
   /** Unix fds that came with captured messages (closed at once). */
   fdsClosed: number
   /** Well-known names whose owner was asked for the initial state. */
@@ -102,7 +113,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
   const maxBytes = options.maxBytes ?? Infinity
   const policy = options.overflow ?? 'drop'
   const summary: CaptureSummary = {
-    messages: 0, bytes: 0, dropped: 0, droppedBytes: 0, fdsClosed: 0, initialStateNames: 0,
+    messages: 0, bytes: 0, dropped: 0, droppedBytes: 0, droppedTooLarge: 0, fdsClosed: 0, initialStateNames: 0,
     reason: 'stopped', flushed: true, durationMs: 0,
   }
 
@@ -145,13 +156,16 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
         stop('max-bytes')
         break
       }
-      if (pending + rec > limit) {
+      // A message that does not fit is refused, unless nothing is waiting: then it is written through,
+      // however large (the buffer then holds one message beyond its limit, at most).
+      if (pending + rec > limit && pending > 0) {
         if (policy === 'abort') {
           stop('overflow')
           break
         }
         summary.dropped++
         summary.droppedBytes += f.length
+        if (rec > limit) summary.droppedTooLarge++
         continue
       }
       writeRecordHeader(meta, at, receivedAt, f.length)

@@ -76,6 +76,7 @@ function stats(summary: CaptureSummary): Record<string, dbus.Variant> {
     Bytes: new dbus.Variant('t', BigInt(summary.bytes)),
     Dropped: new dbus.Variant('t', BigInt(summary.dropped)),
     DroppedBytes: new dbus.Variant('t', BigInt(summary.droppedBytes)),
+    DroppedTooLarge: new dbus.Variant('t', BigInt(summary.droppedTooLarge)),
     FdsClosed: new dbus.Variant('t', BigInt(summary.fdsClosed)),
     InitialStateNames: new dbus.Variant('u', summary.initialStateNames),
     Reason: new dbus.Variant('s', summary.reason),
