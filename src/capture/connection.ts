@@ -326,9 +326,15 @@ export class BusConnection {
     })
   }
 
+  /** Receives the signals and calls that come to an ordinary connection (benches count them). */
+  onIncoming: ((msg: ParsedMessage, frame: Buffer) => void) | null = null
+
   private dispatch(frame: Buffer): void {
     const msg = parseMessage(frame)
-    if (msg.type !== MessageType.MethodReturn && msg.type !== MessageType.Error) return
+    if (msg.type !== MessageType.MethodReturn && msg.type !== MessageType.Error) {
+      this.onIncoming?.(msg, frame)
+      return
+    }
     const call = msg.replySerial === undefined ? undefined : this.pending.get(msg.replySerial)
     if (!call) return
     this.pending.delete(msg.replySerial!)
