@@ -7,6 +7,7 @@
 import {HelperError} from '../errors.js'
 import {BusConnection, DBusCallError} from './connection.js'
 import {PCAP_RECORD_HEADER_LENGTH, pcapHeader, writeRecordHeader} from './pcap.js'
+import {unixFdsOf} from './wire.js'
 import {OutputSink} from './sink.js'
 
 export type StopReason =
@@ -103,7 +104,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
   const sink = OutputSink.open(options.outputFd)
   let monitor: BusConnection
   try {
-    monitor = await BusConnection.open(options.address, {unixFd: true})
+    monitor = await BusConnection.open(options.address, {unixFd: 'discard'})
   } catch (err) {
     await sink.close(0)
     throw err
@@ -138,7 +139,10 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
     summary.bytes += header.length
   }
 
+  // The kernel closed the fds captured messages brought (see ConnectOptions.unixFd): count them from the headers.
+  let fdsDiscarded = 0
   const onFrames = (frames: Buffer[], receivedAt: number): void => {
+    for (const f of frames) fdsDiscarded += unixFdsOf(f)
     if (stopReason) return
     writeHeader()
     // Record headers and small messages are copied into one buffer; large
@@ -214,7 +218,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
   clearTimeout(timer)
   options.signal?.removeEventListener('abort', onAbort)
   summary.reason = stopReason!
-  summary.fdsClosed = monitor.fdsClosed
+  summary.fdsClosed = monitor.fdsClosed + fdsDiscarded
   summary.flushed = await sink.close(stopReason === 'reader-gone' ? 0 : FLUSH_TIMEOUT_MS)
   summary.durationMs = Date.now() - started
   return summary

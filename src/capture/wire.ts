@@ -296,3 +296,20 @@ export function parseMessage(frame: Buffer, headerOnly = false): ParsedMessage {
   }
   return msg
 }
+
+/**
+ * The UNIX_FDS header field of a frame, found without parsing: a field
+ * starts 8-aligned with code 9 and signature "u" (bytes 09 01 75 00), and no
+ * bus-validated field value has those bytes at an 8-aligned offset (names and
+ * paths hold no control characters). 0 when absent.
+ */
+export function unixFdsOf(frame: Buffer): number {
+  const little = frame[0] === LITTLE
+  const end = 16 + (little ? frame.readUInt32LE(12) : frame.readUInt32BE(12))
+  for (let at = 16; at + 8 <= end; at += 8) {
+    if (frame[at] === 9 && frame[at + 1] === 1 && frame[at + 2] === 0x75 && frame[at + 3] === 0) {
+      return little ? frame.readUInt32LE(at + 4) : frame.readUInt32BE(at + 4)
+    }
+  }
+  return 0
+}
