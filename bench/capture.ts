@@ -59,6 +59,7 @@ async function senderMain(address: string, size: number, count: number, marker: 
   const perBatch = Math.max(1, Math.floor((256 * 1024) / msg.length))
   process.stdout.write('ready\n')
   await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()))
+  process.stdin.destroy() // else it keeps this process alive
   const t0 = now()
   for (let sent = 0; sent < count; ) {
     const n = Math.min(perBatch, count - sent)
