@@ -19,7 +19,7 @@
  *       any bus this process may monitor
  */
 import {type ChildProcess, spawn} from 'node:child_process'
-import {closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync} from 'node:fs'
+import {closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {BusConnection} from '../src/capture/connection.js'
@@ -72,7 +72,8 @@ async function senderMain(address: string, size: number, count: number, marker: 
     sent += n
   }
   await conn.callDriver('GetId')
-  process.stdout.write(`${JSON.stringify({t0, t1: now()})}\n`)
+  const cpu = process.cpuUsage()
+  process.stdout.write(`${JSON.stringify({t0, t1: now(), cpu: (cpu.user + cpu.system) / 1e6})}\n`)
   conn.close()
 }
 
@@ -98,7 +99,8 @@ async function receiverMain(address: string, count: number): Promise<void> {
   }, 250)
   await finished
   clearInterval(idle)
-  process.stdout.write(`${JSON.stringify({received, first, last})}\n`)
+  const cpu = process.cpuUsage()
+  process.stdout.write(`${JSON.stringify({received, first, last, cpu: (cpu.user + cpu.system) / 1e6})}\n`)
   conn.close()
 }
 
@@ -202,11 +204,13 @@ async function runOne(address: string, busPid: number | undefined, kind: Monitor
   const sender = spawn(process.execPath, [SELF, '--role', 'sender', '--address', address, '--size', String(size), '--count', String(count), '--marker', marker], {stdio: ['pipe', 'pipe', 'inherit']})
   const fromSender = lines(sender)
   if ((await fromSender()) !== 'ready') throw new Error('sender did not start')
+  // Start-up (connect, module loading) is not counted: CPU so far of the ready sender and receiver.
   const cpu0 = {monitor: cpuSeconds(monitor?.pid), bus: cpuSeconds(busPid), sender: cpuSeconds(sender.pid), receiver: cpuSeconds(receiver.pid)}
   sender.stdin!.write('go\n')
-  const sent = JSON.parse(await fromSender()) as {t0: number; t1: number}
-  const got = JSON.parse(await fromReceiver()) as {received: number; first: number; last: number}
-  const cpu1 = {monitor: cpuSeconds(monitor?.pid), bus: cpuSeconds(busPid), sender: cpuSeconds(sender.pid), receiver: cpuSeconds(receiver.pid)}
+  const sent = JSON.parse(await fromSender()) as {t0: number; t1: number; cpu: number}
+  const got = JSON.parse(await fromReceiver()) as {received: number; first: number; last: number; cpu: number}
+  // The sender and receiver report their own CPU (they may have exited by now).
+  const cpu1 = {monitor: cpuSeconds(monitor?.pid), bus: cpuSeconds(busPid), sender: sent.cpu, receiver: got.cpu}
   let captured = count
   let drops = 0
   if (monitor) {
@@ -269,10 +273,23 @@ function report(title: string, results: Results, monitors: Monitor[], sizes: Arr
   }
 }
 
+/** The process that routes messages: the bus driver's pid, or for dbus-broker-launch its dbus-broker child. */
 async function busPidOf(address: string): Promise<number | undefined> {
   const conn = await BusConnection.open(address)
   try {
-    return Number((await conn.callDriver('GetConnectionUnixProcessID', 's', ['org.freedesktop.DBus'])).body[0]) || undefined
+    const pid = Number((await conn.callDriver('GetConnectionUnixProcessID', 's', ['org.freedesktop.DBus'])).body[0]) || undefined
+    if (pid === undefined || !readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('dbus-broker-lau')) return pid
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue
+      try {
+        const stat = readFileSync(`/proc/${entry}/stat`, 'latin1')
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+        if (ppid === pid && stat.includes('(dbus-broker)')) return Number(entry)
+      } catch {
+        // gone
+      }
+    }
+    return pid
   } catch {
     return undefined
   } finally {
