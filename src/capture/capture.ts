@@ -7,6 +7,7 @@
 import {HelperError} from '../errors.js'
 import {BusConnection, DBusCallError} from './connection.js'
 import {PCAP_RECORD_HEADER_LENGTH, pcapHeader, writeRecordHeader} from './pcap.js'
+import {unixFdsOf} from './wire.js'
 import {OutputSink} from './sink.js'
 
 export type StopReason =
@@ -34,7 +35,11 @@ export interface CaptureOptions {
   maxBytes?: number
   /** Seed the capture with ListNames/GetNameOwner replies (default true). */
   initialState?: boolean
-  /** Most bytes waiting for the output before the overflow policy applies (default 16 MiB). */
+  /**
+   * Most bytes waiting for the output before the overflow policy applies
+   * (default 16 MiB). One message larger than this is still accepted when
+   * nothing is waiting, so that no message is too large to capture.
+   */
   bufferBytes?: number
   /** What to do when the buffer is full: drop messages (counted) or stop (default 'drop'). */
   overflow?: OverflowPolicy
@@ -49,9 +54,16 @@ export interface CaptureSummary {
   messages: number
   /** Bytes written to the output, pcap header and record headers included. */
   bytes: number
-  /** Messages dropped because the output could not keep up. */
+  /** Messages dropped, for either reason below. */
   dropped: number
   droppedBytes: number
+  /**
+   * Of those, messages larger than the whole buffer that arrived while it
+   * was not empty (a message larger than the buffer is written through when
+   * the buffer is empty). The rest came while the buffer was full: the
+   * reader was behind.
+   */
+  droppedTooLarge: number
   /** Unix fds that came with captured messages (closed at once). */
   fdsClosed: number
   /** Well-known names whose owner was asked for the initial state. */
@@ -92,7 +104,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
   const sink = OutputSink.open(options.outputFd)
   let monitor: BusConnection
   try {
-    monitor = await BusConnection.open(options.address, {unixFd: true})
+    monitor = await BusConnection.open(options.address, {unixFd: 'discard'})
   } catch (err) {
     await sink.close(0)
     throw err
@@ -102,7 +114,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
   const maxBytes = options.maxBytes ?? Infinity
   const policy = options.overflow ?? 'drop'
   const summary: CaptureSummary = {
-    messages: 0, bytes: 0, dropped: 0, droppedBytes: 0, fdsClosed: 0, initialStateNames: 0,
+    messages: 0, bytes: 0, dropped: 0, droppedBytes: 0, droppedTooLarge: 0, fdsClosed: 0, initialStateNames: 0,
     reason: 'stopped', flushed: true, durationMs: 0,
   }
 
@@ -127,7 +139,10 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
     summary.bytes += header.length
   }
 
+  // The kernel closed the fds captured messages brought (see ConnectOptions.unixFd): count them from the headers.
+  let fdsDiscarded = 0
   const onFrames = (frames: Buffer[], receivedAt: number): void => {
+    for (const f of frames) fdsDiscarded += unixFdsOf(f)
     if (stopReason) return
     writeHeader()
     // Record headers and small messages are copied into one buffer; large
@@ -145,13 +160,16 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
         stop('max-bytes')
         break
       }
-      if (pending + rec > limit) {
+      // A message that does not fit is refused, unless nothing is waiting: then it is written through,
+      // however large (the buffer then holds one message beyond its limit, at most).
+      if (pending + rec > limit && pending > 0) {
         if (policy === 'abort') {
           stop('overflow')
           break
         }
         summary.dropped++
         summary.droppedBytes += f.length
+        if (rec > limit) summary.droppedTooLarge++
         continue
       }
       writeRecordHeader(meta, at, receivedAt, f.length)
@@ -200,7 +218,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
   clearTimeout(timer)
   options.signal?.removeEventListener('abort', onAbort)
   summary.reason = stopReason!
-  summary.fdsClosed = monitor.fdsClosed
+  summary.fdsClosed = monitor.fdsClosed + fdsDiscarded
   summary.flushed = await sink.close(stopReason === 'reader-gone' ? 0 : FLUSH_TIMEOUT_MS)
   summary.durationMs = Date.now() - started
   return summary

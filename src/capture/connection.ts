@@ -12,8 +12,14 @@ import {socketPath} from '../dbus/address.js'
 import {type BodyValue, MessageType, type ParsedMessage, frameLength, marshalCall, parseMessage} from './wire.js'
 
 export interface ConnectOptions {
-  /** Negotiate unix fd passing (needed for a monitor: see REFERENCE §4). */
-  unixFd?: boolean
+  /**
+   * Negotiate unix fd passing (needed for a monitor: see REFERENCE §4).
+   * `true`: a usocket, which receives the fds (and can send them).
+   * `'discard'`: a plain socket read with read(2): the kernel closes every fd
+   * that arrives (no control buffer to install it in), at no cost to us; the
+   * fast path for a monitor, which never looks at them.
+   */
+  unixFd?: boolean | 'discard'
   /** Limit for connect + auth + Hello, in ms. */
   timeoutMs?: number
 }
@@ -41,7 +47,7 @@ const DRIVER = {destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBu
 /** Monitor reads smaller than this are followed by a short sleep (see coalesce). */
 const COALESCE_BELOW = 32 * 1024
 /** How long, in ms: a few dozen small messages' worth, far from filling the bus's socket buffer. */
-const COALESCE_MS = 0.25
+const COALESCE_MS = Number(process.env.SYSEXT_CAPTURE_COALESCE_MS ?? 0.25)
 const SLEEP_CELL = new Int32Array(new SharedArrayBuffer(4))
 
 function now(): number {
@@ -69,12 +75,12 @@ export class BusConnection {
   static async open(address: string, options: ConnectOptions = {}): Promise<BusConnection> {
     const path = socketPath(address)
     const timeoutMs = options.timeoutMs ?? 10_000
-    const socket: Duplex = options.unixFd ? new USocket() : createConnection({path})
+    const socket: Duplex = options.unixFd === true ? new USocket() : createConnection({path})
     const conn = new BusConnection(socket, address)
     let timer: NodeJS.Timeout | undefined
     try {
       await Promise.race([
-        conn.handshake(path, options.unixFd === true),
+        conn.handshake(path, options.unixFd === true || options.unixFd === 'discard'),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)
         }),
@@ -197,10 +203,27 @@ export class BusConnection {
     return ++this.serial
   }
 
-  /** Writes already marshalled messages (load generators); waits while the socket is full. */
-  async sendRaw(buf: Buffer): Promise<void> {
+  /**
+   * Writes already marshalled messages (load generators, fuzzers); waits while
+   * the socket is full. `fds` go with the bytes (a connection opened with unixFd).
+   */
+  async sendRaw(buf: Buffer, fds?: number[]): Promise<void> {
     if (this.closed) throw new Error('connection closed')
     if (this.monitorHandler) throw new Error('a monitor connection must not send')
+    if (this.socket instanceof USocket) {
+      // usocket's write() returns nothing (not the backpressure flag): wait for the write itself.
+      const socket = this.socket
+      await new Promise<void>((resolve, reject) => {
+        socket.write(fds && fds.length > 0 ? {data: buf, fds} : buf, (err?: Error | null) => {
+          if (!err) return resolve()
+          // As in call(): usocket reports a dead peer only here, and writes nothing after it.
+          this.onClosed(err)
+          reject(err)
+        })
+        this.onClose((err) => reject(err ?? new Error('connection closed')))
+      })
+      return
+    }
     if (!this.socket.write(buf)) {
       await new Promise<void>((resolve, reject) => {
         this.socket.once('drain', resolve)
@@ -274,6 +297,7 @@ export class BusConnection {
       const frame = buf.subarray(offset, offset + len)
       offset += len
       if (this.monitorHandler) frames.push(frame)
+      else if (this.onIncomingFrame && frame[1] !== MessageType.MethodReturn && frame[1] !== MessageType.Error) this.onIncomingFrame(frame)
       else this.dispatch(frame)
     }
     if (offset < buf.length) {
@@ -297,21 +321,41 @@ export class BusConnection {
    * A large read (we are behind) never waits.
    */
   private coalesce(got: number): void {
-    const wrap = (this.socket as unknown as {_wrap?: {pause(): void; resume(): void} | null})._wrap
-    if (!wrap || this.readPaused) return
+    if (this.readPaused) return
+    // usocket: its wrap; a net.Socket: its libuv handle.
+    const usock = (this.socket as unknown as {_wrap?: {pause(): void; resume(): void} | null})._wrap
+    const handle = (this.socket as unknown as {_handle?: {readStop(): number; readStart(): number; reading?: boolean} | null})._handle
+    if (usock) usock.pause()
+    else if (handle) {
+      handle.reading = false
+      handle.readStop()
+    } else return
     this.readPaused = true
-    wrap.pause()
     setImmediate(() => {
       this.readPaused = false
       if (this.closed) return
-      if (got < COALESCE_BELOW) Atomics.wait(SLEEP_CELL, 0, 0, COALESCE_MS)
-      ;(this.socket as unknown as {_wrap?: {resume(): void} | null})._wrap?.resume()
+      if (got < COALESCE_BELOW && COALESCE_MS > 0) Atomics.wait(SLEEP_CELL, 0, 0, COALESCE_MS)
+      const u = (this.socket as unknown as {_wrap?: {resume(): void} | null})._wrap
+      const h = (this.socket as unknown as {_handle?: {readStart(): number; reading?: boolean} | null})._handle
+      if (u) u.resume()
+      else if (h) {
+        h.reading = true
+        h.readStart()
+      }
     })
   }
 
+  /** Receives the signals and calls that come to an ordinary connection (benches count them). */
+  onIncoming: ((msg: ParsedMessage, frame: Buffer) => void) | null = null
+  /** Like onIncoming, but with the frame unparsed (replies to our calls are still handled). */
+  onIncomingFrame: ((frame: Buffer) => void) | null = null
+
   private dispatch(frame: Buffer): void {
     const msg = parseMessage(frame)
-    if (msg.type !== MessageType.MethodReturn && msg.type !== MessageType.Error) return
+    if (msg.type !== MessageType.MethodReturn && msg.type !== MessageType.Error) {
+      this.onIncoming?.(msg, frame)
+      return
+    }
     const call = msg.replySerial === undefined ? undefined : this.pending.get(msg.replySerial)
     if (!call) return
     this.pending.delete(msg.replySerial!)

@@ -95,6 +95,11 @@ const REASONS: Record<string, string> = {
 }
 
 export function renderCaptureSummary(r: CaptureResult): string {
-  const dropped = r.dropped > 0 ? `, dropped ${r.dropped} (${r.droppedBytes} bytes) because the reader was too slow` : ''
+  const behind = r.dropped - r.droppedTooLarge
+  const causes = [
+    behind > 0 ? `${behind} because the reader was behind (the buffer was full)` : '',
+    r.droppedTooLarge > 0 ? `${r.droppedTooLarge} larger than the whole buffer, arriving while it was not empty (raise --buffer-size)` : '',
+  ].filter(Boolean)
+  const dropped = r.dropped > 0 ? `, dropped ${r.dropped} (${r.droppedBytes} bytes): ${causes.join('; ')}` : ''
   return `Captured ${r.messages} messages (${r.bytes} bytes) from the ${typeof r.bus === 'string' && !r.bus.includes(':') ? `${r.bus} bus` : `bus at ${r.bus}`} in ${(r.durationMs / 1000).toFixed(1)} s${dropped}; ${REASONS[r.reason] ?? r.reason}.\n`
 }

@@ -183,6 +183,10 @@ export interface ParsedMessage {
   replySerial?: number
   errorName?: string
   member?: string
+  path?: string
+  interface?: string
+  sender?: string
+  destination?: string
   signature: string
   /** The UNIX_FDS header field: how many fds came with the message. */
   unixFds: number
@@ -264,6 +268,10 @@ export function parseMessage(frame: Buffer, headerOnly = false): ParsedMessage {
     if (code === HeaderField.ReplySerial && sig === 'u') msg.replySerial = r.u32()
     else if (code === HeaderField.ErrorName && sig === 's') msg.errorName = r.string()
     else if (code === HeaderField.Member && sig === 's') msg.member = r.string()
+    else if (code === HeaderField.Path && sig === 'o') msg.path = r.string()
+    else if (code === HeaderField.Interface && sig === 's') msg.interface = r.string()
+    else if (code === HeaderField.Sender && sig === 's') msg.sender = r.string()
+    else if (code === HeaderField.Destination && sig === 's') msg.destination = r.string()
     else if (code === HeaderField.Signature && sig === 'g') msg.signature = r.signature()
     else if (code === HeaderField.UnixFds && sig === 'u') msg.unixFds = r.u32()
     else skipValue(r, sig)
@@ -287,4 +295,21 @@ export function parseMessage(frame: Buffer, headerOnly = false): ParsedMessage {
     // A body we cannot read is not an error for our purposes.
   }
   return msg
+}
+
+/**
+ * The UNIX_FDS header field of a frame, found without parsing: a field
+ * starts 8-aligned with code 9 and signature "u" (bytes 09 01 75 00), and no
+ * bus-validated field value has those bytes at an 8-aligned offset (names and
+ * paths hold no control characters). 0 when absent.
+ */
+export function unixFdsOf(frame: Buffer): number {
+  const little = frame[0] === LITTLE
+  const end = 16 + (little ? frame.readUInt32LE(12) : frame.readUInt32BE(12))
+  for (let at = 16; at + 8 <= end; at += 8) {
+    if (frame[at] === 9 && frame[at + 1] === 1 && frame[at + 2] === 0x75 && frame[at + 3] === 0) {
+      return little ? frame.readUInt32LE(at + 4) : frame.readUInt32BE(at + 4)
+    }
+  }
+  return 0
 }

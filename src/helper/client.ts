@@ -146,6 +146,7 @@ export async function captureViaHelper(req: HelperCaptureRequest): Promise<Captu
       bytes: n('Bytes'),
       dropped: n('Dropped'),
       droppedBytes: n('DroppedBytes'),
+      droppedTooLarge: n('DroppedTooLarge'),
       fdsClosed: n('FdsClosed'),
       initialStateNames: n('InitialStateNames'),
       reason: reason === 'stopped' && req.signal?.aborted ? 'signal' : reason,

@@ -10,9 +10,13 @@ export interface HelperLimits {
   maxDurationSeconds: number
   /** Largest output buffer a caller may ask for. */
   maxBufferBytes: number
+  /** Start calls still waiting (credentials, polkit) from one bus connection. */
+  inFlightPerCaller: number
+  /** Start calls still waiting, from everyone. */
+  inFlightTotal: number
 }
 
-export const DEFAULT_LIMITS: HelperLimits = {perUid: 2, total: 8, maxDurationSeconds: 3600, maxBufferBytes: 64 * 1024 * 1024}
+export const DEFAULT_LIMITS: HelperLimits = {perUid: 2, total: 8, maxDurationSeconds: 3600, maxBufferBytes: 64 * 1024 * 1024, inFlightPerCaller: 4, inFlightTotal: 32}
 
 export interface CaptureSettings {
   matchRules: string[]

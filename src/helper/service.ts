@@ -10,7 +10,9 @@ import '../capture/usocket-safe.js' // dbus-next's sockets are usockets too
 import {busAddress} from '../dbus/address.js'
 import {type CaptureSummary, capture} from '../capture/capture.js'
 import {HelperError} from '../errors.js'
-import {type CallerIdentity, callerIdentity, checkAuthorization} from './authorize.js'
+import {checkAuthorization} from './authorize.js'
+import {type CallerIdentity, callerIdentity, describeIdentity} from './caller-identity.js'
+import {claimFd, setGuardLog, undecodableReason} from './dbus-guard.js'
 import {HELPER_BUS_NAME, HELPER_INTERFACE, HELPER_OBJECT_PATH, HELPER_OPTIONS, HelperErrors} from './constants.js'
 import {DEFAULT_LIMITS, type HelperLimits, InvalidOption, type VariantLike, parseOptions} from './options.js'
 
@@ -74,6 +76,7 @@ function stats(summary: CaptureSummary): Record<string, dbus.Variant> {
     Bytes: new dbus.Variant('t', BigInt(summary.bytes)),
     Dropped: new dbus.Variant('t', BigInt(summary.dropped)),
     DroppedBytes: new dbus.Variant('t', BigInt(summary.droppedBytes)),
+    DroppedTooLarge: new dbus.Variant('t', BigInt(summary.droppedTooLarge)),
     FdsClosed: new dbus.Variant('t', BigInt(summary.fdsClosed)),
     InitialStateNames: new dbus.Variant('u', summary.initialStateNames),
     Reason: new dbus.Variant('s', summary.reason),
@@ -83,7 +86,18 @@ function stats(summary: CaptureSummary): Record<string, dbus.Variant> {
 }
 
 function who(c: ActiveCapture): string {
-  return `uid=${c.identity.uid} pid=${c.identity.pid ?? '?'} sender=${c.owner}${c.identity.flatpakApp ? ` app=${c.identity.flatpakApp}` : ''}`
+  return `${describeIdentity(c.identity)} sender=${c.owner}`
+}
+
+/** The NO_REPLY_EXPECTED header flag. */
+const NO_REPLY_EXPECTED = 1
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd)
+  } catch {
+    // not open
+  }
 }
 
 /** Runs until idle for idleTimeoutMs; resolves then. */
@@ -100,6 +114,7 @@ export async function runService(options: ServiceOptions): Promise<void> {
   }
   const limits: HelperLimits = {...DEFAULT_LIMITS, ...options.limits}
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`))
+  setGuardLog((line) => log(`message guard: ${line}`))
   const captureAddress = options.address ?? busAddress('system')
   const bus = options.address
     ? dbus.sessionBus({busAddress: options.address, negotiateUnixFd: true} as dbus.SessionBusOptions)
@@ -132,8 +147,21 @@ export async function runService(options: ServiceOptions): Promise<void> {
     }, options.idleTimeoutMs)
   }
 
-  const reply = (msg: dbus.Message, signature?: string, body?: unknown[]): void => bus.send(dbus.Message.newMethodReturn(msg, signature, body))
-  const fail = (msg: dbus.Message, name: string, text: string): void => bus.send(dbus.Message.newError(msg as unknown as string, name, text))
+  // Answers never throw: a reply that cannot be sent is logged, and callers that asked for no reply get none.
+  const send = (msg: dbus.Message, make: () => dbus.Message): void => {
+    if ((msg.flags & NO_REPLY_EXPECTED) !== 0) return
+    try {
+      bus.send(make())
+    } catch (err) {
+      log(`could not answer ${msg.interface}.${msg.member} from ${msg.sender}: ${(err as Error).message}`)
+    }
+  }
+  const reply = (msg: dbus.Message, signature?: string, body?: unknown[]): void => send(msg, () => dbus.Message.newMethodReturn(msg, signature, body))
+  const fail = (msg: dbus.Message, name: string, text: string): void => send(msg, () => dbus.Message.newError(msg as unknown as string, name, text))
+
+  // Start calls waiting for credentials or polkit (which may wait for a password): bounded per caller and in total.
+  const inFlight = new Map<string, number>()
+  let inFlightTotal = 0
 
   const release = (id: number): void => {
     reserved--
@@ -141,22 +169,16 @@ export async function runService(options: ServiceOptions): Promise<void> {
     void id
   }
 
-  const start = async (msg: dbus.Message): Promise<void> => {
-    const [fd, rawOptions] = msg.body as [number, Record<string, VariantLike>]
-    const closeFd = (): void => {
-      try {
-        closeSync(fd)
-      } catch {
-        // not open
-      }
-    }
+  /** Start, after the handler claimed `fd`: every path either hands the fd to the capture or closes it. */
+  const start = async (msg: dbus.Message, fd: number): Promise<void> => {
+    const rawOptions = msg.body[1] as Record<string, VariantLike>
+    const closeFd = (): void => closeQuietly(fd)
     let settings
     try {
       settings = parseOptions(rawOptions, limits)
     } catch (err) {
       closeFd()
-      if (err instanceof InvalidOption) return fail(msg, HelperErrors.InvalidArgs, err.message)
-      throw err
+      return fail(msg, err instanceof InvalidOption ? HelperErrors.InvalidArgs : HelperErrors.Failed, (err as Error).message)
     }
     let identity: CallerIdentity
     try {
@@ -169,7 +191,7 @@ export async function runService(options: ServiceOptions): Promise<void> {
     const byUid = reservedByUid.get(identity.uid) ?? 0
     if (byUid >= limits.perUid || reserved >= limits.total) {
       closeFd()
-      log(`refused (limits): uid=${identity.uid} pid=${identity.pid ?? '?'} active-for-uid=${byUid} active=${reserved}`)
+      log(`refused (limits): ${describeIdentity(identity)} active-for-uid=${byUid} active=${reserved}`)
       return fail(msg, HelperErrors.LimitsExceeded, `Too many captures (${byUid} for uid ${identity.uid}, ${reserved} in total; limits ${limits.perUid} and ${limits.total}).`)
     }
     reserved++
@@ -193,7 +215,7 @@ export async function runService(options: ServiceOptions): Promise<void> {
       if (verdict !== 'authorized') {
         closeFd()
         unreserve()
-        log(`refused (polkit ${verdict}): uid=${identity.uid} pid=${identity.pid ?? '?'}${identity.flatpakApp ? ` app=${identity.flatpakApp}` : ''}`)
+        log(`refused (polkit ${verdict}): ${describeIdentity(identity)}`)
         return verdict === 'dismissed'
           ? fail(msg, HelperErrors.Dismissed, 'Authentication was dismissed.')
           : fail(msg, HelperErrors.AccessDenied, 'Not authorized to monitor the system bus.')
@@ -204,7 +226,9 @@ export async function runService(options: ServiceOptions): Promise<void> {
     const entry: ActiveCapture = {id, path, owner: msg.sender, identity, controller: new AbortController()}
     active.set(path, entry)
     let started = false
-    const running = capture({
+    let running: Promise<CaptureSummary>
+    try {
+      running = capture({
       address: captureAddress,
       outputFd: fd,
       matchRules: settings.matchRules,
@@ -220,6 +244,13 @@ export async function runService(options: ServiceOptions): Promise<void> {
         reply(msg, 'o', [path])
       },
     })
+    } catch (err) {
+      // capture() owns the fd from its first line; a synchronous throw (fstat of a bad fd) is before that.
+      closeFd()
+      active.delete(path)
+      unreserve()
+      return fail(msg, HelperErrors.Failed, `The capture could not start: ${(err as Error).message}`)
+    }
     running.then(
       (summary) => {
         active.delete(path)
@@ -249,26 +280,61 @@ export async function runService(options: ServiceOptions): Promise<void> {
     reply(msg)
   }
 
-  bus.addMethodHandler((msg: dbus.Message): boolean => {
+  const startCall = (msg: dbus.Message): void => {
+    if (msg.signature !== 'ha{sv}') return fail(msg, HelperErrors.InvalidArgs, 'Start takes (h output, a{sv} options).')
+    const fd = msg.body[0]
+    if (!claimFd(fd)) return fail(msg, HelperErrors.InvalidArgs, 'The output fd did not come with the message.')
+    const sender = msg.sender
+    const mine = inFlight.get(sender) ?? 0
+    if (mine >= limits.inFlightPerCaller || inFlightTotal >= limits.inFlightTotal) {
+      closeQuietly(fd)
+      log(`refused (in-flight calls): sender=${sender} in-flight-for-sender=${mine} in-flight=${inFlightTotal}`)
+      return fail(msg, HelperErrors.LimitsExceeded, `Too many Start calls waiting (${mine} from ${sender}, ${inFlightTotal} in total; limits ${limits.inFlightPerCaller} and ${limits.inFlightTotal}).`)
+    }
+    inFlight.set(sender, mine + 1)
+    inFlightTotal++
+    const done = (): void => {
+      inFlightTotal--
+      const left = (inFlight.get(sender) ?? 1) - 1
+      if (left > 0) inFlight.set(sender, left)
+      else inFlight.delete(sender)
+    }
+    start(msg, fd)
+      .catch((err: Error) => {
+        log(`Start from ${sender} failed: ${err.message}`)
+        fail(msg, HelperErrors.Failed, err.message)
+      })
+      .finally(done)
+  }
+
+  const handle = (msg: dbus.Message): boolean => {
+    const undecodable = undecodableReason()
+    if (undecodable !== null) {
+      // Whatever its path: nothing else may look at a message without its body.
+      log(`refused an undecodable call ${msg.interface ?? ''}.${msg.member ?? ''} from ${msg.sender}: ${undecodable}`)
+      fail(msg, HelperErrors.InvalidArgs, `The call could not be read: ${undecodable}.`)
+      return true
+    }
     if (msg.path !== HELPER_OBJECT_PATH) return false
     const call = `${msg.interface}.${msg.member}`
     switch (call) {
       case `${HELPER_INTERFACE}.Start`:
-        if (msg.signature !== 'ha{sv}') fail(msg, HelperErrors.InvalidArgs, "Start takes (h output, a{sv} options).")
-        else start(msg).catch((err: Error) => fail(msg, HelperErrors.Failed, err.message))
+        startCall(msg)
         return true
       case `${HELPER_INTERFACE}.Stop`:
         if (msg.signature !== 'o') fail(msg, HelperErrors.InvalidArgs, 'Stop takes (o capture).')
         else stop(msg)
         return true
       case 'org.freedesktop.DBus.Properties.Get': {
-        const value = msg.body[0] === HELPER_INTERFACE ? properties()[String(msg.body[1])] : undefined
-        if (value) reply(msg, 'v', [value])
+        const props = properties()
+        const name = String(msg.body[1])
+        if (msg.signature === 'ss' && msg.body[0] === HELPER_INTERFACE && Object.hasOwn(props, name)) reply(msg, 'v', [props[name]])
         else fail(msg, HelperErrors.InvalidArgs, `No property ${msg.body[0]}.${msg.body[1]}.`)
         return true
       }
       case 'org.freedesktop.DBus.Properties.GetAll':
-        reply(msg, 'a{sv}', [msg.body[0] === HELPER_INTERFACE ? properties() : {}])
+        if (msg.signature !== 's') fail(msg, HelperErrors.InvalidArgs, 'GetAll takes (s interface).')
+        else reply(msg, 'a{sv}', [msg.body[0] === HELPER_INTERFACE ? properties() : {}])
         return true
       case 'org.freedesktop.DBus.Introspectable.Introspect':
         reply(msg, 's', [INTROSPECTION])
@@ -276,11 +342,21 @@ export async function runService(options: ServiceOptions): Promise<void> {
       default:
         return false
     }
+  }
+
+  bus.addMethodHandler((msg: dbus.Message): boolean => {
+    try {
+      return handle(msg)
+    } catch (err) {
+      log(`error handling ${msg.interface}.${msg.member} from ${msg.sender}: ${(err as Error).message}`)
+      fail(msg, HelperErrors.Failed, 'The service could not handle the call.')
+      return true
+    }
   })
 
   // A caller that leaves the bus stops its captures.
   bus.on('message', (msg: dbus.Message) => {
-    if (msg.type !== dbus.MessageType.SIGNAL || msg.member !== 'NameOwnerChanged' || msg.sender !== 'org.freedesktop.DBus') return
+    if (msg.type !== dbus.MessageType.SIGNAL || msg.member !== 'NameOwnerChanged' || msg.sender !== 'org.freedesktop.DBus' || msg.signature !== 'sss') return
     const [name, , newOwner] = msg.body as [string, string, string]
     if (newOwner !== '' || !name.startsWith(':')) return
     for (const entry of active.values()) if (entry.owner === name) entry.controller.abort('stopped')

@@ -6,12 +6,14 @@
  */
 import assert from 'node:assert/strict'
 import {after, before, describe, test} from 'node:test'
-import {FLAVORS, type Host, TESTER, bootHost, canRunE2e, ensureRoots} from './lib/hosts.js'
+import {FLAVORS, type Host, REPO_ROOT, TESTER, bootHost, canRunE2e, ensureRoots} from './lib/hosts.js'
 import {builtExtension, copyExtensionInto} from './lib/extension.js'
 
 const GUEST_EXT = '/srv/sysext-helper-extension'
 const ACTION = 'io.github.sysext-helper.monitor'
 const PCAP_MAGIC = 'd4c3b2a1'
+const ATTACKER = `${REPO_ROOT}/test/e2e/lib/raw-dbus-client.py`
+const UNIT = 'sysext-helper-monitor.service'
 
 const e2e = canRunE2e()
 if (!e2e.ok) throw new Error(`e2e tests cannot run here: ${e2e.reason}`)
@@ -42,6 +44,38 @@ for (const flavor of FLAVORS) {
       assert.equal((await host.exec('pkaction', ['--action-id', ACTION])).exitCode, 0)
       const ping = await host.exec('busctl', ['call', 'io.github.sysext_helper.Monitor1', '/', 'org.freedesktop.DBus.Peer', 'Ping'])
       assert.equal(ping.exitCode, 0, ping.stderr)
+    })
+
+    test('an unauthorized user cannot knock the service over: bad fd index, fd flood; it stays up, leaks nothing, still captures', async () => {
+      const mainPid = async (): Promise<number> => Number((await host.execOk('systemctl', ['show', '-P', 'MainPID', UNIT])).stdout.trim())
+      const fds = async (pid: number): Promise<number> => Number((await host.execOk('sh', ['-c', `ls /proc/${pid}/fd | wc -l`])).stdout.trim())
+      await host.execOk('busctl', ['call', 'io.github.sysext_helper.Monitor1', '/', 'org.freedesktop.DBus.Peer', 'Ping'])
+      const pid = await mainPid()
+      assert.ok(pid > 0, 'the service is not running')
+      const baseline = await fds(pid)
+      const r = await host.exec('python3', [ATTACKER, '300'], {user: 'other', timeout: 120_000})
+      assert.equal(r.exitCode, 0, r.stderr + r.stdout)
+      const result = JSON.parse(r.stdout)
+      assert.deepEqual(result.badIndex, {type: 3, error: 'org.freedesktop.DBus.Error.InvalidArgs'}, r.stdout)
+      assert.equal(result.floodSent, 300)
+      assert.deepEqual(result.ping, {type: 2, error: null}, r.stdout)
+      assert.equal(await mainPid(), pid, 'the service was restarted')
+      assert.equal((await host.exec('systemctl', ['is-active', UNIT])).stdout.trim(), 'active')
+      let now = await fds(pid)
+      for (let i = 0; i < 50 && now > baseline; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        now = await fds(pid)
+      }
+      assert.equal(now, baseline, `the service holds ${now} fds after the flood, ${baseline} before`)
+      const journal = (await host.exec('journalctl', ['-u', UNIT, '--no-pager', '-o', 'cat'])).stdout
+      assert.match(journal, /refused an undecodable call .*Start/)
+      assert.doesNotMatch(journal, /^fatal:/m)
+      // An authorized capture still works, in the same service process.
+      const ok = await host.exec('/usr/bin/sysext-helper', ['capture', '--system', '--output', '/tmp/after-attack.pcap', '--duration', '2', '--json'], {user: TESTER.name, timeout: 60_000})
+      assert.equal(ok.exitCode, 0, ok.stderr + ok.stdout)
+      assert.equal((await host.execOk('sh', ['-c', 'head -c 4 /tmp/after-attack.pcap | od -An -tx1 | tr -d " \\n"'])).stdout, PCAP_MAGIC)
+      assert.equal(await mainPid(), pid)
+      console.log(`# ${flavor}: service fds ${baseline} before, ${now} after 300 x 16 fds; bad-index Start answered ${result.badIndex.error}`)
     })
 
     test("a granted user captures the system bus, including another user's messages", async () => {

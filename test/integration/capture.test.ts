@@ -252,6 +252,35 @@ describe('capture on a private dbus-daemon', () => {
     console.log(`# bystander round trips while stalled: n=${rtts.length} median=${sorted[sorted.length >> 1].toFixed(2)} ms max=${sorted[sorted.length - 1].toFixed(2)} ms; captured ${summary.messages}, dropped ${summary.dropped}`)
   })
 
+  it('writes a message larger than the whole buffer through when nothing is waiting, and names the cause of a drop', async () => {
+    // The reader is idle; the buffer is 1 MiB; the messages are 3 MB.
+    const capture = run(['capture', '--address', bus.address, '--output', '-', '--no-initial-state', '--json', '--buffer-size', '1048576'], {stdout: 'pipe'})
+    const chunks: Buffer[] = []
+    await new Promise<void>((resolve) => capture.child.stdout!.once('readable', () => resolve()))
+    const client = await connectClient(bus.address)
+    client.send(signal('Big', 's', [`first-big-start${'a'.repeat(3_000_000)}first-big-end`]))
+    await roundTrip(client)
+    // The first is still waiting for the idle reader: the second cannot fit and is dropped, as too large.
+    client.send(signal('Big', 's', [`second-big-start${'b'.repeat(3_000_000)}second-big-end`]))
+    await roundTrip(client)
+    await sleep(300)
+    client.disconnect()
+    capture.child.stdout!.on('data', (c: Buffer) => chunks.push(c))
+    // Let the reader catch up, then stop.
+    for (let i = 0; i < 200 && Buffer.concat(chunks).length < 3_000_000; i++) await sleep(25)
+    capture.child.kill('SIGINT')
+    const result = await capture.exit
+    assert.equal(result.code, 0, result.stderr)
+    const summary = JSON.parse(result.stderr)
+    const file = readPcap(Buffer.concat(chunks))
+    assert.equal(recordsContaining(file.records.map((r) => r.data), 'first-big-end').length, 1, 'the message larger than the buffer was not written')
+    assert.equal(recordsContaining(file.records.map((r) => r.data), 'second-big-end').length, 0)
+    // The small messages that came while the first was waiting were dropped too, as behind, not as too large.
+    assert.equal(summary.droppedTooLarge, 1)
+    assert.ok(summary.dropped >= 1)
+    assert.equal(file.records.length, summary.messages)
+  })
+
   it('stops at --max-bytes with a complete file, and at --duration', async () => {
     const client = await connectClient(bus.address)
     const out = join(dir, 'small.pcap')

@@ -5,7 +5,7 @@
  * hangup end or refuse captures; the audit log names the caller.
  */
 import assert from 'node:assert/strict'
-import {type ChildProcess, execFileSync, spawn} from 'node:child_process'
+import {execFileSync, spawn} from 'node:child_process'
 import {closeSync, constants, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -15,46 +15,12 @@ import {readPcap} from '../../src/capture/pcap.js'
 import {HelperError} from '../../src/errors.js'
 import {captureViaHelper} from '../../src/helper/client.js'
 import {HELPER_BUS_NAME, HELPER_INTERFACE, HELPER_OBJECT_PATH} from '../../src/helper/constants.js'
-import {CLI, REPO_ROOT} from '../lib/fixtures.js'
+import {CLI} from '../lib/fixtures.js'
+import {HELPER_MAIN as MAIN, type Service, startService} from '../lib/helper-service.js'
 import {NOBODY, type PrivateBus, connectClient, startPrivateBus} from '../lib/private-bus.js'
 
-const MAIN = join(REPO_ROOT, 'dist/src/helper/main.js')
 const EXPECTED_HEADER = Buffer.from('d4c3b2a102000400000000000000000000000008e7000000', 'hex')
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
-
-interface Service {
-  child: ChildProcess
-  log: () => string
-  waitForLog: (re: RegExp, timeoutMs?: number) => Promise<RegExpExecArray>
-  exit: Promise<number | null>
-}
-
-function startService(address: string, extra: string[] = []): Service {
-  const child = spawn('setpriv', [`--reuid=${NOBODY.uid}`, `--regid=${NOBODY.gid}`, '--clear-groups', '--', process.execPath, MAIN, '--test-mode', '--address', address, ...extra], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: {...process.env, HOME: '/'},
-  })
-  let log = ''
-  const waiters: Array<() => void> = []
-  child.stderr!.on('data', (c: Buffer) => {
-    log += c.toString()
-    for (const w of waiters.splice(0)) w()
-  })
-  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
-  const waitForLog = async (re: RegExp, timeoutMs = 10_000): Promise<RegExpExecArray> => {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const m = re.exec(log)
-      if (m) return m
-      if (Date.now() > deadline) throw new Error(`service log never matched ${re}; log:\n${log}`)
-      await new Promise<void>((resolve) => {
-        waiters.push(resolve)
-        setTimeout(resolve, 100)
-      })
-    }
-  }
-  return {child, log: () => log, waitForLog, exit}
-}
 
 function signal(member: string, body: string): dbus.Message {
   return dbus.Message.newSignal('/org/example/Test', 'org.example.Test', member, 's', [body])
