@@ -2,7 +2,7 @@
  * What `sysext-helper capture` asks for, and where it runs: in this process
  * when we may monitor the bus, through the helper service otherwise.
  */
-import {constants, openSync} from 'node:fs'
+import {constants, existsSync, openSync, statSync, unlinkSync} from 'node:fs'
 import {isatty} from 'node:tty'
 import {HelperError, fsError, usageError} from '../errors.js'
 import {type BusKind, busAddress} from '../dbus/address.js'
@@ -53,6 +53,8 @@ export function captureInProcess(bus: CaptureRequest['bus'], uid = process.getui
 
 export async function captureBus(request: CaptureRequest): Promise<CaptureResult> {
   const busName = typeof request.bus === 'string' ? request.bus : request.bus.address
+  // A capture that fails before writing anything leaves no empty file it created behind.
+  const created = request.output !== '-' && !existsSync(request.output)
   const outputFd = openOutput(request.output)
   const signals = abortOnSignals()
   try {
@@ -78,9 +80,18 @@ export async function captureBus(request: CaptureRequest): Promise<CaptureResult
       throw new HelperError('CAPTURE_OUTPUT_FAILED', `Writing the capture to ${request.output === '-' ? 'standard output' : request.output} failed after ${summary.messages} messages.`, {step: 'capture'})
     }
     return {...summary, bus: busName, via: 'in-process', output: request.output}
+  } catch (error) {
+    if (created) removeIfEmpty(request.output)
+    throw error
   } finally {
     signals.dispose()
   }
+}
+
+function removeIfEmpty(path: string): void {
+  try {
+    if (statSync(path).size === 0) unlinkSync(path)
+  } catch {}
 }
 
 const REASONS: Record<string, string> = {

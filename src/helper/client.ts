@@ -43,7 +43,7 @@ function toError(err: unknown): HelperError {
     case 'org.freedesktop.DBus.Error.Spawn.ChildExited':
     case 'org.freedesktop.DBus.Error.Spawn.ServiceNotFound':
       return new HelperError('HELPER_NOT_INSTALLED', `The sysext-helper monitor service (${HELPER_BUS_NAME}) is not available: ${text}`, {
-        hint: 'Install it as a system extension (the helper files are in templates/helper of sysext-helper), or run the capture as root.',
+        hint: "It ships with sysext-helper's own system extension: install that with 'sudo sysext-helper self-install' (README: Installing sysext-helper on a host), or run the capture as root.",
         step: 'connect',
         cause: err,
       })

@@ -61,6 +61,12 @@ describe('exit codes: bad input is 1, usage is 2', () => {
     assert.equal(r.code, 2)
     assert.equal(r.stderr, "Error: Missing 1 required arg: target — Extension tree (the directory holding usr/) or a Flatpak app id\nHint: See 'sysext-helper validate --help'.\n")
   })
+  test('a capture that fails before writing anything removes the output file it created', () => {
+    const out = join(makeTree({}), 'capture.pcap')
+    const r = cli(['capture', '--address', 'unix:path=/nonexistent/bus', '--output', out])
+    assert.equal(r.code, 1, r.stderr)
+    assert.equal(existsSync(out), false, 'no empty pcap left behind')
+  })
   test('--allow takes one value: a path after it stays the argument', () => {
     const r = cli(['validate', '--allow', 'commands', GOOD, '--name', 'org.sysexthelper.Test1', '--host-root', makeHostRoot(DEBIAN_12), '--json'])
     assert.deepEqual(r.json?.allowed, ['commands'], r.stderr)
