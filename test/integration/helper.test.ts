@@ -198,7 +198,7 @@ describe('the monitor helper in test mode', () => {
     try {
       await assert.rejects(
         captureViaHelper({address: empty.address, outputFd: openSync('/dev/null', 'w'), matchRules: [], initialState: false}),
-        (err: HelperError) => err.code === 'HELPER_NOT_INSTALLED' && err.exit === 1 && /Install it/.test(err.hint ?? ''),
+        (err: HelperError) => err.code === 'HELPER_NOT_INSTALLED' && err.exit === 1 && /self-install/.test(err.hint ?? ''),
       )
     } finally {
       await empty.stop()
