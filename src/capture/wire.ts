@@ -53,8 +53,8 @@ export function frameLength(buf: Buffer, offset = 0): number {
   return total > MAX_MESSAGE_LENGTH ? -1 : total
 }
 
-/** Little-endian writer with D-Bus alignment. */
-class Writer {
+/** Little-endian writer with D-Bus alignment (also the fuzz tests' marshaller). */
+export class Writer {
   private buf = Buffer.alloc(256)
   length = 0
 
@@ -82,6 +82,13 @@ class Writer {
     this.ensure(4)
     this.buf.writeUInt32LE(v >>> 0, this.length)
     this.length += 4
+  }
+
+  u64(v: bigint): void {
+    this.align(8)
+    this.ensure(8)
+    this.buf.writeBigUInt64LE(BigInt.asUintN(64, v), this.length)
+    this.length += 8
   }
 
   string(s: string): void {

@@ -4,64 +4,9 @@
  * bytes. Values are written for a signature with the usual alignment rules.
  */
 
-export type RawValue = number | bigint | boolean | string | Buffer | RawValue[] | {variant: string; value: RawValue} | Array<[RawValue, RawValue]>
+import {Writer} from '../../src/capture/wire.js'
 
-class W {
-  private chunks: Buffer[] = []
-  private buf = Buffer.alloc(1024)
-  len = 0
-  private ensure(n: number): void {
-    if (this.len + n <= this.buf.length) return
-    const next = Buffer.alloc(Math.max(this.buf.length * 2, this.len + n))
-    this.buf.copy(next, 0, 0, this.len)
-    this.buf = next
-  }
-  align(n: number): void {
-    const pad = (n - (this.len % n)) % n
-    this.ensure(pad)
-    this.buf.fill(0, this.len, this.len + pad)
-    this.len += pad
-  }
-  u8(v: number): void {
-    this.ensure(1)
-    this.buf[this.len++] = v & 0xff
-  }
-  u32(v: number): void {
-    this.align(4)
-    this.ensure(4)
-    this.buf.writeUInt32LE(v >>> 0, this.len)
-    this.len += 4
-  }
-  u64(v: bigint): void {
-    this.align(8)
-    this.ensure(8)
-    this.buf.writeBigUInt64LE(BigInt.asUintN(64, v), this.len)
-    this.len += 8
-  }
-  raw(b: Buffer): void {
-    this.ensure(b.length)
-    b.copy(this.buf, this.len)
-    this.len += b.length
-  }
-  str(s: string): void {
-    const b = Buffer.from(s)
-    this.u32(b.length)
-    this.raw(b)
-    this.u8(0)
-  }
-  sig(s: string): void {
-    this.u8(s.length)
-    this.raw(Buffer.from(s, 'latin1'))
-    this.u8(0)
-  }
-  patch32(at: number, v: number): void {
-    this.buf.writeUInt32LE(v >>> 0, at)
-  }
-  result(): Buffer {
-    void this.chunks
-    return Buffer.from(this.buf.subarray(0, this.len))
-  }
-}
+export type RawValue = number | bigint | boolean | string | Buffer | RawValue[] | {variant: string; value: RawValue} | Array<[RawValue, RawValue]>
 
 /** Splits a signature into complete types. */
 export function splitSignature(sig: string): string[] {
@@ -84,26 +29,26 @@ export function splitSignature(sig: string): string[] {
 
 const ALIGN: Record<string, number> = {y: 1, b: 4, n: 2, q: 2, i: 4, u: 4, h: 4, x: 8, t: 8, d: 8, s: 4, o: 4, g: 1, a: 4, '(': 8, '{': 8, v: 1}
 
-function write(w: W, type: string, v: RawValue): void {
+function write(w: Writer, type: string, v: RawValue): void {
   const c = type[0]
   w.align(ALIGN[c] ?? 1)
   switch (c) {
     case 'y': return w.u8(Number(v))
     case 'b': case 'i': case 'u': case 'h': return w.u32(Number(v === true ? 1 : v === false ? 0 : v))
     case 'x': case 't': case 'd': return w.u64(BigInt(v as number | bigint))
-    case 's': case 'o': return w.str(String(v))
-    case 'g': return w.sig(String(v))
+    case 's': case 'o': return w.string(String(v))
+    case 'g': return w.signature(String(v))
     case 'v': {
       const {variant, value} = v as {variant: string; value: RawValue}
-      w.sig(variant)
+      w.signature(variant)
       return write(w, variant, value)
     }
     case 'a': {
       const elem = type.slice(1)
       w.u32(0)
-      const at = w.len - 4
+      const at = w.length - 4
       w.align(ALIGN[elem[0]] ?? 1)
-      const start = w.len
+      const start = w.length
       if (elem === 'y' && Buffer.isBuffer(v)) w.raw(v)
       else if (elem[0] === '{') {
         const [k, val] = splitSignature(elem.slice(1, -1))
@@ -113,7 +58,7 @@ function write(w: W, type: string, v: RawValue): void {
           write(w, val, ev)
         }
       } else for (const e of v as RawValue[]) write(w, elem, e)
-      w.patch32(at, w.len - start)
+      w.patchU32(at, w.length - start)
       return
     }
     case '(': {
@@ -127,7 +72,7 @@ function write(w: W, type: string, v: RawValue): void {
 
 /** Marshals a body for `signature` (offsets as from the start of the body, which is 8-aligned). */
 export function body(signature: string, values: RawValue[]): Buffer {
-  const w = new W()
+  const w = new Writer()
   splitSignature(signature).forEach((t, i) => write(w, t, values[i]))
   return w.result()
 }
@@ -150,7 +95,7 @@ export interface RawMessageSpec {
 }
 
 export function rawMessage(m: RawMessageSpec): Buffer {
-  const w = new W()
+  const w = new Writer()
   const bodyBuf = m.body ?? Buffer.alloc(0)
   w.u8(0x6c)
   w.u8(m.type ?? 1)
@@ -159,12 +104,12 @@ export function rawMessage(m: RawMessageSpec): Buffer {
   w.u32(bodyBuf.length)
   w.u32(m.serial)
   w.u32(0)
-  const fieldsAt = w.len - 4
-  const start = w.len
+  const fieldsAt = w.length - 4
+  const start = w.length
   const field = (code: number, sig: string, value: RawValue): void => {
     w.align(8)
     w.u8(code)
-    w.sig(sig)
+    w.signature(sig)
     write(w, sig, value)
   }
   if (m.path !== undefined) field(1, 'o', m.path)
@@ -175,7 +120,7 @@ export function rawMessage(m: RawMessageSpec): Buffer {
   if (m.destination !== undefined) field(6, 's', m.destination)
   if (m.signature !== undefined && m.signature !== '') field(8, 'g', m.signature)
   if (m.unixFds !== undefined) field(9, 'u', m.unixFds)
-  w.patch32(fieldsAt, w.len - start)
+  w.patchU32(fieldsAt, w.length - start)
   w.align(8)
   w.raw(bodyBuf)
   return w.result()
