@@ -19,6 +19,8 @@ import {type InstallAction, type InstallPlan, planInstall} from './install-plan.
 import {imageEntries} from './links.js'
 import {compareManifest, describeDrift, takeManifest} from './manifest.js'
 import {createSysusers} from './sysusers.js'
+import {SELF_NAME} from './image.js'
+import {applyPackageManagers, ensurePackageManagers} from './package-managers.js'
 import {type HostProbe, probeHost, probeWarnings} from './preflight.js'
 import {bootId, processStartS, processUnit, uptimeS} from './processes.js'
 import {writeReleaseAt} from '../sysext/release-writer.js'
@@ -84,7 +86,7 @@ interface Context {
 }
 
 /** Reload what reads the merged files: PID 1, polkit (when its files changed), the bus. */
-async function reloadAll(probe: HostProbe | undefined, opts: {reloadManager: boolean; polkit: boolean}): Promise<string> {
+export async function reloadAll(probe: HostProbe | undefined, opts: {reloadManager: boolean; polkit: boolean}): Promise<string> {
   const done: string[] = []
   const systemdVersion = probe?.systemdVersion ?? 0
   if (!(opts.reloadManager && systemdVersion >= 255)) {
@@ -414,6 +416,8 @@ export async function install(target: string, options: InstallOptions, emit: Emi
       declarations: plan.declarations, warnings, steps,
     }
     if (options.dryRun || !session || !probe) return result
+    // Before the merge: with the mutable mode set up, this install's refresh already keeps /usr writable.
+    await ensurePackageManagers(emit)
     if (plan.action !== 'unchanged') {
       const [outcome] = await applyChanges(session.ctx, state, probe, [{kind: 'install', plan, tree: validated.tree}], options)
       if (!outcome.ok) throw annotate(outcome.error, plan, outcome.outcome ?? 'not rolled back')
@@ -700,6 +704,8 @@ export async function uninstall(nameOrApp: string, options: UninstallOptions, em
     if (name === undefined) return await uninstallForeign(nameOrApp, paths, options, emit, steps, probe)
     const [outcome] = await applyChanges(session.ctx, state, probe, [{kind: 'remove', name}])
     if (!outcome.ok) throw outcome.error
+    // The package-manager integration goes with sysext-helper's own extension.
+    if (name === SELF_NAME) await step(emit, steps, 'cleanup', 'Removing the package-manager integration', () => applyPackageManagers({mode: 'off'}), (r) => r.removed.join(', ') || 'none present')
     const removed = outcome.removedLinks ?? []
     const stoppedUnits = outcome.stoppedUnits ?? []
     return {name, managed: true, removed, stoppedUnits, steps}
