@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
-import {type ApplyResult, type PackageManagerStatus, type ReloadResult, applyPackageManagers, packageManagerStatus, reloadAfterPackageManager, writeConfigSwitch} from '../lifecycle/index.js'
+import {type ApplyResult, type PackageManagerStatus, REMOVED, type ReloadResult, applyPackageManagers, packageManagerStatus, reloadAfterPackageManager, writeConfigSwitch} from '../lifecycle/index.js'
 
 export default class PackageManagers extends BaseCommand {
   static summary = "Show, set up or remove what keeps the host's package manager working while extensions are merged."
@@ -17,7 +17,7 @@ export default class PackageManagers extends BaseCommand {
     if (flags.reload) return reloadAfterPackageManager()
     if (flags.enable || flags.disable) {
       writeConfigSwitch(flags.enable === true)
-      const r = await applyPackageManagers({mode: flags.disable ? 'off' : undefined})
+      const r = await applyPackageManagers({decision: flags.disable ? REMOVED : undefined})
       if (!this.jsonEnabled()) this.log(`${r.mode}: ${r.reason}\n${[...r.written.map((p) => `  wrote   ${p}`), ...r.removed.map((p) => `  removed ${p}`)].join('\n') || '  nothing to change'}`)
       return r
     }

@@ -20,7 +20,7 @@ import {imageEntries} from './links.js'
 import {compareManifest, describeDrift, takeManifest} from './manifest.js'
 import {createSysusers} from './sysusers.js'
 import {SELF_NAME} from './image.js'
-import {applyPackageManagers, ensurePackageManagers} from './package-managers.js'
+import {REMOVED, applyPackageManagers, ensurePackageManagers} from './package-managers.js'
 import {type HostProbe, probeHost, probeWarnings} from './preflight.js'
 import {bootId, processStartS, processUnit, uptimeS} from './processes.js'
 import {writeReleaseAt} from '../sysext/release-writer.js'
@@ -705,7 +705,7 @@ export async function uninstall(nameOrApp: string, options: UninstallOptions, em
     const [outcome] = await applyChanges(session.ctx, state, probe, [{kind: 'remove', name}])
     if (!outcome.ok) throw outcome.error
     // The package-manager integration goes with sysext-helper's own extension.
-    if (name === SELF_NAME) await step(emit, steps, 'cleanup', 'Removing the package-manager integration', () => applyPackageManagers({mode: 'off'}), (r) => r.removed.join(', ') || 'none present')
+    if (name === SELF_NAME) await step(emit, steps, 'cleanup', 'Removing the package-manager integration', () => applyPackageManagers({decision: REMOVED}), (r) => r.removed.join(', ') || 'none present')
     const removed = outcome.removedLinks ?? []
     const stoppedUnits = outcome.stoppedUnits ?? []
     return {name, managed: true, removed, stoppedUnits, steps}

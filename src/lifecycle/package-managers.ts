@@ -55,19 +55,24 @@ log() { echo "sysext-helper: $*" >&2; }
 merged() { [ -s /usr/.systemd-sysext/extensions ] || [ -s /opt/.systemd-sysext/extensions ]; }
 # Field N of /proc/PID/stat after the command name (3 = state, 4 = ppid, 22 = start time).
 stat_field() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f$(($2 - 2)); }
-# The package manager: the first ancestor that is not a shell.
+comm() { cat "/proc/$1/comm" 2>/dev/null; }
+# The package manager: the first ancestor that is not a shell, and the topmost of its own
+# forks (apt-get runs the hooks from a child apt-get that ends before the main one).
 manager() {
   pid=$PPID
   while [ "\${pid:-0}" -gt 1 ]; do
-    case "$(cat "/proc/$pid/comm" 2>/dev/null)" in
+    case "$(comm "$pid")" in
       sh|dash|bash) pid=$(stat_field "$pid" 4) ;;
-      *) echo "$pid"; return ;;
+      *) break ;;
     esac
   done
-  echo 0
+  [ "\${pid:-0}" -gt 1 ] || { echo 0; return; }
+  name=$(comm "$pid")
+  while parent=$(stat_field "$pid" 4) && [ "\${parent:-0}" -gt 1 ] && [ "$(comm "$parent")" = "$name" ]; do pid=$parent; done
+  echo "$pid"
 }
 remerge() {
-  "$SYSEXT" refresh >/dev/null || { log "'systemd-sysext refresh' failed: the extensions are not merged. Run it by hand; see 'journalctl -b -t systemd-sysext'."; return 1; }
+  out=$("$SYSEXT" refresh 2>&1) || { log "'systemd-sysext refresh' failed ($out): the extensions are not merged. Run it by hand; see 'journalctl -b -t systemd-sysext'."; return 1; }
   rm -f "$MARK"
   if [ -x /usr/bin/sysext-helper ]; then
     /usr/bin/sysext-helper package-managers --reload >/dev/null || log "merged again, but a managed service does not answer: run 'sysext-helper list'."
@@ -87,7 +92,7 @@ case "\${1:-}" in
         --description="Merge the system extensions again when the package manager (PID $pm) ends" \\
         ${HOOK_SCRIPT} watch $id >/dev/null 2>&1 || log "could not arm the re-merge unit; if the package manager fails, run 'systemd-sysext refresh'."
     fi
-    "$SYSEXT" unmerge >/dev/null || { rm -f "$MARK"; log "'systemd-sysext unmerge' failed: /usr stays read-only, so the package manager would fail. See 'journalctl -b -t systemd-sysext'."; exit 1; }
+    out=$("$SYSEXT" unmerge 2>&1) || { rm -f "$MARK"; log "'systemd-sysext unmerge' failed ($out): /usr stays read-only, so the package manager would fail. See 'journalctl -b -t systemd-sysext'."; exit 1; }
     ;;
   post)
     [ -e "$MARK" ] || exit 0
@@ -203,6 +208,9 @@ export function writeConfigSwitch(enabled: boolean, root = '/'): void {
   }
 }
 
+/** What `package-managers --disable` and the removal of sysext-helper's own extension apply. */
+export const REMOVED: ModeDecision = {mode: 'off', reason: 'removed on request'}
+
 export interface ModeDecision {
   mode: PackageManagerMode
   reason: string
@@ -289,27 +297,29 @@ export interface ApplyResult extends ModeDecision {
   removed: string[]
 }
 
-function removeIfPresent(path: string, removed: string[]): void {
+/** Removes `root`/`path` if present; records `path`. */
+function removeIfPresent(root: string, path: string, removed: string[]): void {
+  const abs = join(root, path)
   try {
-    lstatSync(path)
+    lstatSync(abs)
   } catch {
     return
   }
   try {
-    rmSync(path, {force: true})
+    rmSync(abs, {force: true})
   } catch (error) {
-    throw fsError('PACKAGE_MANAGERS_WRITE_FAILED', 'Cannot remove the package-manager integration file', path, error, 'Remove it by hand, then run sysext-helper package-managers --enable.')
+    throw fsError('PACKAGE_MANAGERS_WRITE_FAILED', 'Cannot remove the package-manager integration file', abs, error, 'Remove it by hand, then run sysext-helper package-managers --enable.')
   }
   removed.push(path)
 }
 
 /**
- * Converges the host to `mode` (default: the detected one): writes what differs, removes
+ * Converges the host to a decision (default: the detected one): writes what differs, removes
  * what the mode does not want; reloads systemd when the drop-in changed. Idempotent.
  */
-export async function applyPackageManagers(options: {mode?: PackageManagerMode; root?: string; reload?: boolean} = {}): Promise<ApplyResult> {
+export async function applyPackageManagers(options: {decision?: ModeDecision; root?: string; reload?: boolean} = {}): Promise<ApplyResult> {
   const root = options.root ?? '/'
-  const decision = options.mode === 'off' ? {mode: 'off' as const, reason: 'removed on request'} : await detectMode(root)
+  const decision = options.decision ?? (await detectMode(root))
   const want = desired(decision.mode, presentManagers(root))
   const written: string[] = []
   const removed: string[] = []
@@ -325,7 +335,7 @@ export async function applyPackageManagers(options: {mode?: PackageManagerMode; 
     }
     written.push(f.path)
   }
-  for (const path of everyFile()) if (!wanted.has(path)) removeIfPresent(join(root, path), removed)
+  for (const path of everyFile()) if (!wanted.has(path)) removeIfPresent(root, path, removed)
   const link = join(root, MUTABLE_LINK)
   if (want.link && !mutableConfigured(link)) {
     try {
@@ -340,7 +350,7 @@ export async function applyPackageManagers(options: {mode?: PackageManagerMode; 
       throw fsError('PACKAGE_MANAGERS_WRITE_FAILED', 'Cannot create the mutable-mode symlink', link, error, 'Check that /var/lib is writable.')
     }
     written.push(MUTABLE_LINK)
-  } else if (!want.link && mutableConfigured(link)) removeIfPresent(link, removed)
+  } else if (!want.link && mutableConfigured(link)) removeIfPresent(root, MUTABLE_LINK, removed)
   if (options.reload !== false && [...written, ...removed].includes(SYSEXT_DROPIN)) await daemonReload()
   return {...decision, written, removed}
 }

@@ -29,7 +29,7 @@ const REPO = '/srv/apt-repo'
 /** A local apt repository holding hello and a package whose postinst fails. */
 const REPO_SETUP = `set -eu
 mkdir -p ${REPO} /tmp/fails/DEBIAN
-cp /tmp/hello.deb ${REPO}/
+cp /var/tmp/hello.deb ${REPO}/
 cat > /tmp/fails/DEBIAN/control <<EOF
 Package: sysext-e2e-fails
 Version: 1.0
@@ -74,7 +74,7 @@ for (const flavor of FLAVORS) {
     before(async () => {
       host = await bootHost(flavor, {plainRoot: true})
       copyExtensionInto(host, TREE)
-      execFileSync('cp', [HELLO, `${host.root}/tmp/hello.deb`])
+      execFileSync('cp', [HELLO, `${host.root}/var/tmp/hello.deb`])
       await host.execOk('sh', ['-c', REPO_SETUP], {timeout: 120_000})
     })
     after(async () => {
@@ -164,11 +164,14 @@ for (const flavor of FLAVORS) {
         assert.equal(update.exitCode, 0, update.stderr + update.stdout)
         assert.match(await usrMount(), /upperdir=\/usr/)
         const good = await copyFixture(host, 'good')
-        assert.equal((await cli(['install', good, '--name', TEST1])).exitCode, 0)
+        const back = await cli(['install', good, '--name', TEST1])
+        assert.equal(back.exitCode, 0, back.stderr + back.stdout)
         assert.match(await usrMount(), /upperdir=\/usr/)
-        const other = await copyFixture(host, 'good', '/var/tmp/fixtures/other')
-        await host.execOk('sh', ['-c', `rm -rf ${other}/usr/share/dbus-1 ${other}/usr/share/polkit-1 ${other}/usr/lib/systemd; mkdir -p ${other}/usr/share/other && echo x > ${other}/usr/share/other/x`])
-        assert.equal((await cli(['install', other, '--name', 'other'])).exitCode, 0)
+        const other = '/var/tmp/fixtures/other'
+        await host.execOk('sh', ['-c', `mkdir -p ${other}/usr/share/other && echo x > ${other}/usr/share/other/x`])
+        const add = await cli(['install', other, '--name', 'other'])
+        assert.equal(add.exitCode, 0, add.stderr + add.stdout)
+        assert.match(await usrMount(), /upperdir=\/usr/)
         const un = await cli(['uninstall', 'other'])
         assert.equal(un.exitCode, 0, un.stderr + un.stdout)
         assert.match(await usrMount(), /upperdir=\/usr/)
@@ -194,7 +197,8 @@ for (const flavor of FLAVORS) {
       })
     } else {
       test('a package manager that dies after the pre hook: the armed unit merges again', async () => {
-        await host.execOk('sh', ['-c', '/etc/sysext-helper/package-manager-hook pre; exit 0'])
+        // A parent that is not a shell (the hook skips shells to find the package manager) and ends without the post hook.
+        await host.execOk('python3', ['-c', "import subprocess; subprocess.run(['/etc/sysext-helper/package-manager-hook', 'pre'], check=True)"])
         let seen: string[] = []
         for (let i = 0; i < 30 && seen.length < 2; i++) {
           await new Promise((r) => setTimeout(r, 500))
