@@ -54,7 +54,7 @@ export function packageManagerChecks(pm: PackageManagerStatus, merged: string[],
   if (pm.mode === 'mutable' && merged.length > 0)
     checks.push(pm.mergedMutable
       ? {id: 'mutable-merge', ok: true, severity: 'warning', message: '/usr is merged writable: package managers write the real /usr underneath.'}
-      : {id: 'mutable-merge', ok: false, severity: 'warning', message: "/usr is merged read-only although the mutable mode is set up: the last merge was a plain 'systemd-sysext refresh' (or a mutable merge failed; see 'journalctl -b -t systemd-sysext').", fix: 'systemd-sysext refresh --mutable=auto'})
+      : {id: 'mutable-merge', ok: false, severity: 'warning', message: "/usr is merged read-only although the mutable mode is set up: the last merge was a plain 'systemd-sysext refresh' (or a mutable merge failed; see 'journalctl -b -t systemd-sysext').", fix: "systemd-sysext refresh --mutable=auto; if that fails, add MECHANISM=hooks to /etc/sysext-helper/package-managers.conf and run 'sysext-helper package-managers --enable'"})
   if (pm.unmergedByHook)
     checks.push({id: 'package-manager-hook', ok: false, severity: 'warning', message: 'A package-manager hook unmerged the extensions and has not merged them again (a package manager is running, or it was killed and the re-merge unit failed).', fix: 'When no package manager runs: systemd-sysext refresh'})
   if (typeof shadows === 'string') checks.push({id: 'upper-shadows', ok: true, severity: 'warning', message: shadows})

@@ -560,7 +560,9 @@ export async function applyChanges(ctx: Context, state: State, probe: HostProbe,
   const merging = installs.length > 0 && removals.length === 0
   const mergedSince = uptimeS()
   await shared(changes.map(nameOf), 'refresh', merging ? 'Merging (systemd-sysext refresh)' : 'Refreshing the merge (systemd-sysext refresh)', async () => {
-    await refresh(timeoutS * 1000 + 60_000)
+    const refreshed = await refresh(timeoutS * 1000 + 60_000)
+    if (refreshed.fallback)
+      emit({type: 'warning', message: `The writable merge (--mutable=auto) failed, so /usr was merged read-only: ${refreshed.fallback}`, hint: "Package managers cannot write /usr now. See 'journalctl -b -t systemd-sysext' and 'sysext-helper doctor'; to use package-manager hooks instead, add MECHANISM=hooks to /etc/sysext-helper/package-managers.conf and run 'sysext-helper package-managers --enable'."})
     const merged = [...mergedExtensions('/usr'), ...mergedExtensions('/opt')]
     for (const {plan} of live())
       if (!merged.includes(plan.name))

@@ -166,10 +166,18 @@ class SysextHelper(dnf.Plugin):
 }
 
 export function mutableDropIn(): string {
+  const fallback = "/bin/sh -c '[ -s /usr/.systemd-sysext/extensions ] || [ -s /opt/.systemd-sysext/extensions ] || SYSTEMD_SYSEXT_MUTABLE_MODE=no systemd-sysext refresh'"
   return `# ${HEADER}
 # Boot-time merges keep /usr writable, like every merge sysext-helper runs (--mutable=auto).
+# Should that merge fail, a read-only one follows: the extensions are merged either way.
 [Service]
 Environment=SYSTEMD_SYSEXT_MUTABLE_MODE=auto
+ExecStart=
+ExecStart=-systemd-sysext refresh
+ExecStart=${fallback}
+ExecReload=
+ExecReload=-systemd-sysext refresh
+ExecReload=${fallback}
 `
 }
 
@@ -184,17 +192,24 @@ export function presentManagers(root = '/'): PackageManager[] {
   return out
 }
 
-/** ENABLED=no in the config file turns the integration off. */
-export function disabledByConfig(root = '/'): boolean {
+export interface PackageManagerConfig {
+  /** ENABLED=no: off. */
+  enabled: boolean
+  /** MECHANISM=hooks: hooks even where the mutable mode would work (e.g. where a writable merge fails). */
+  forceHooks: boolean
+}
+
+/** The admin's settings in CONFIG_FILE (absent or unreadable: the defaults). */
+export function readConfig(root = '/'): PackageManagerConfig {
   let text: string
   try {
     text = readFileSync(join(root, CONFIG_FILE), 'utf8')
   } catch {
-    return false
+    return {enabled: true, forceHooks: false}
   }
   const parsed = parseEnvFile(text)
-  if (!parsed.ok) return false
-  return /^(no|false|0|off)$/i.test(envFields(parsed.assignments, true).ENABLED ?? '')
+  const fields = parsed.ok ? envFields(parsed.assignments, true) : {}
+  return {enabled: !/^(no|false|0|off)$/i.test(fields.ENABLED ?? ''), forceHooks: /^hooks$/i.test(fields.MECHANISM ?? '')}
 }
 
 /** Records the admin's choice (ENABLED=yes|no) in the config file, atomically. */
@@ -202,7 +217,8 @@ export function writeConfigSwitch(enabled: boolean, root = '/'): void {
   const path = join(root, CONFIG_FILE)
   try {
     mkdirSync(dirname(path), {recursive: true, mode: 0o755})
-    writeFileAtomic(path, `# ${HEADER}\n# ENABLED=no: self-install and install leave the package-manager integration off.\nENABLED=${enabled ? 'yes' : 'no'}\n`)
+    const mechanism = readConfig(root).forceHooks ? 'MECHANISM=hooks\n' : ''
+    writeFileAtomic(path, `# ${HEADER}\n# ENABLED=no: self-install and install leave the package-manager integration off.\n# MECHANISM=hooks: unmerge around package-manager runs even where writable merges (systemd >= 256) would work.\nENABLED=${enabled ? 'yes' : 'no'}\n${mechanism}`)
   } catch (error) {
     throw fsError('PACKAGE_MANAGERS_WRITE_FAILED', 'Cannot write the package-manager switch', path, error, 'Check that /etc is writable (run as root).')
   }
@@ -217,10 +233,11 @@ export interface ModeDecision {
 }
 
 /** Pure: the mechanism for a host. */
-export function decideMode(input: {systemdVersion: number; usr: MountEntry | undefined; disabled: boolean}): ModeDecision {
-  if (input.disabled) return {mode: 'off', reason: `turned off in ${CONFIG_FILE} (ENABLED=no): package managers cannot write /usr while an extension is merged`}
+export function decideMode(input: {systemdVersion: number; usr: MountEntry | undefined; config: PackageManagerConfig}): ModeDecision {
+  if (!input.config.enabled) return {mode: 'off', reason: `turned off in ${CONFIG_FILE} (ENABLED=no): package managers cannot write /usr while an extension is merged`}
   if (input.systemdVersion < 256)
     return {mode: 'hooks', reason: `systemd ${input.systemdVersion} merges /usr read-only (--mutable needs 256): package-manager hooks unmerge around each run`}
+  if (input.config.forceHooks) return {mode: 'hooks', reason: `MECHANISM=hooks in ${CONFIG_FILE}: package-manager hooks unmerge around each run (merges stay read-only)`}
   if (input.usr?.fsType === 'overlay')
     return {mode: 'hooks', reason: `/usr is on overlayfs (${input.usr.mountPoint}), which cannot be an overlay upper layer ("filesystem on /usr not supported as upperdir"): merges stay read-only and package-manager hooks unmerge around each run`}
   return {mode: 'mutable', reason: `systemd ${input.systemdVersion}: merges keep /usr writable (--mutable=auto, ${MUTABLE_LINK} -> /usr); package managers write the real /usr`}
@@ -270,7 +287,7 @@ export interface PackageManagerStatus extends ModeDecision {
 
 export async function detectMode(root = '/'): Promise<ModeDecision> {
   const systemdVersion = await sysextVersion()
-  return decideMode({systemdVersion, usr: usrFilesystem(), disabled: disabledByConfig(root)})
+  return decideMode({systemdVersion, usr: usrFilesystem(), config: readConfig(root)})
 }
 
 /** What is in place compared with what the mode wants. */

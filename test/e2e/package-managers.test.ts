@@ -226,3 +226,50 @@ for (const flavor of FLAVORS) {
     })
   })
 }
+
+describe('package managers on an overlay-rooted debian13 (its /usr cannot be an upper layer)', {concurrency: false}, () => {
+  let host: Host
+  const cli = async (args: string[]) => {
+    const r = await host.cli([...args, '--json'], {timeout: 180_000})
+    return {...r, json: r.stdout.trim() ? JSON.parse(r.stdout) : undefined}
+  }
+  before(async () => {
+    host = await bootHost('debian13')
+    execFileSync('cp', [HELLO, `${host.root}/var/tmp/hello.deb`])
+    await host.execOk('sh', ['-c', REPO_SETUP], {timeout: 120_000})
+  })
+  after(async () => {
+    await host?.stop()
+  })
+
+  test('install chooses the hooks and says why; apt works; doctor tells the same', async () => {
+    const good = await copyFixture(host, 'good')
+    const r = await cli(['install', good, '--name', TEST1])
+    assert.equal(r.exitCode, 0, r.stderr + r.stdout)
+    const status = await cli(['package-managers'])
+    assert.equal(status.json.mode, 'hooks')
+    assert.match(status.json.reason, /overlayfs/)
+    const doctor = await cli(['doctor'])
+    const pm = doctor.json.checks.find((c: {id: string}) => c.id === 'package-managers')
+    assert.equal(pm.ok, true)
+    assert.match(pm.message, /hooks \(\/usr is on overlayfs/)
+    const apt = await host.exec('apt-get', ['-y', '-q', 'install', 'hello'], {timeout: 300_000, env: {DEBIAN_FRONTEND: 'noninteractive'}})
+    assert.equal(apt.exitCode, 0, apt.stdout + apt.stderr)
+    assert.match((await host.execOk('cat', ['/usr/.systemd-sysext/extensions'])).stdout, new RegExp(`^${TEST1.replace(/\./g, '\\.')}$`, 'm'))
+    const hello = await host.exec('busctl', ['call', TEST1, '/org/sysexthelper/Test1', TEST1, 'Hello'], {user: TESTER.name})
+    assert.equal(hello.exitCode, 0, hello.stderr)
+  })
+
+  test('a writable merge that fails is followed by a read-only one: the host stays merged', async () => {
+    // Forced by hand: the link makes sysext-helper try --mutable=auto, which overlayfs refuses here.
+    await host.execOk('sh', ['-c', 'mkdir -p /var/lib/extensions.mutable && ln -sfn /usr /var/lib/extensions.mutable/usr'])
+    const other = '/var/tmp/fixtures/other'
+    await host.execOk('sh', ['-c', `mkdir -p ${other}/usr/share/other && echo x > ${other}/usr/share/other/x && mkdir -p /var/lib/extensions && ln -sfn ${other} /var/lib/extensions/other`])
+    const r = await cli(['uninstall', 'other', '--force'])
+    assert.equal(r.exitCode, 0, r.stderr + r.stdout)
+    const mount = (await host.execOk('sh', ['-c', "awk '$5 == \"/usr\"' /proc/self/mountinfo | tail -1"])).stdout
+    assert.match(mount, /overlay sysext ro,/)
+    assert.match((await host.execOk('cat', ['/usr/.systemd-sysext/extensions'])).stdout, new RegExp(`^${TEST1.replace(/\./g, '\\.')}$`, 'm'))
+    await host.execOk('rm', ['/var/lib/extensions.mutable/usr'])
+  })
+})

@@ -6,7 +6,7 @@ import {join} from 'node:path'
 import {after, describe, test} from 'node:test'
 import {packageManagerChecks} from '../../src/lifecycle/doctor.js'
 import {
-  CONFIG_FILE, HOOK_SCRIPT, type ModeDecision, type PackageManagerStatus, REMOVED, SYSEXT_DROPIN, applyPackageManagers, decideMode, disabledByConfig, hookFiles, hookScript,
+  CONFIG_FILE, HOOK_SCRIPT, type ModeDecision, type PackageManagerStatus, REMOVED, SYSEXT_DROPIN, applyPackageManagers, decideMode, readConfig, hookFiles, hookScript,
   mutableDropIn, presentManagers, shadowFix, writeConfigSwitch,
 } from '../../src/lifecycle/package-managers.js'
 import {MUTABLE_LINK, mergedMutable, mutableConfigured, parseMountinfo, sysextOverlay, usrFilesystem} from '../../src/systemd/sysext.js'
@@ -34,21 +34,25 @@ describe('mountinfo', () => {
 })
 
 describe('decideMode', () => {
+  const on = {enabled: true, forceHooks: false}
   const ext4 = usrFilesystem(parseMountinfo(ROOT))
   test('systemd >= 256 on a plain filesystem: mutable', () => {
-    assert.equal(decideMode({systemdVersion: 257, usr: ext4, disabled: false}).mode, 'mutable')
+    assert.equal(decideMode({systemdVersion: 257, usr: ext4, config: on}).mode, 'mutable')
   })
   test('systemd < 256: hooks', () => {
-    assert.equal(decideMode({systemdVersion: 252, usr: ext4, disabled: false}).mode, 'hooks')
-    assert.equal(decideMode({systemdVersion: 255, usr: ext4, disabled: false}).mode, 'hooks')
+    assert.equal(decideMode({systemdVersion: 252, usr: ext4, config: on}).mode, 'hooks')
+    assert.equal(decideMode({systemdVersion: 255, usr: ext4, config: on}).mode, 'hooks')
   })
   test('/usr on overlayfs: hooks, and the reason says why', () => {
-    const d = decideMode({systemdVersion: 257, usr: usrFilesystem(parseMountinfo(OVERLAY_ROOT)), disabled: false})
+    const d = decideMode({systemdVersion: 257, usr: usrFilesystem(parseMountinfo(OVERLAY_ROOT)), config: on})
     assert.equal(d.mode, 'hooks')
     assert.match(d.reason, /upperdir/)
   })
+  test('MECHANISM=hooks: hooks on 257 too', () => {
+    assert.equal(decideMode({systemdVersion: 257, usr: ext4, config: {enabled: true, forceHooks: true}}).mode, 'hooks')
+  })
   test('turned off by the admin: off, whatever the version', () => {
-    assert.equal(decideMode({systemdVersion: 257, usr: ext4, disabled: true}).mode, 'off')
+    assert.equal(decideMode({systemdVersion: 257, usr: ext4, config: {enabled: false, forceHooks: false}}).mode, 'off')
   })
 })
 
@@ -114,8 +118,16 @@ describe('generated files', () => {
     assert.doesNotMatch(post.content, /AbortOnFail/)
   })
 
-  test('the systemd-sysext.service drop-in sets the mutable mode', () => {
-    assert.match(mutableDropIn(), /^\[Service\]\nEnvironment=SYSTEMD_SYSEXT_MUTABLE_MODE=auto$/m)
+  test('the systemd-sysext.service drop-in sets the mutable mode, and falls back to a read-only merge', () => {
+    const dropIn = mutableDropIn()
+    assert.match(dropIn, /^\[Service\]\nEnvironment=SYSTEMD_SYSEXT_MUTABLE_MODE=auto$/m)
+    assert.match(dropIn, /^ExecStart=\nExecStart=-systemd-sysext refresh\nExecStart=\/bin\/sh -c '.*SYSTEMD_SYSEXT_MUTABLE_MODE=no systemd-sysext refresh'$/m)
+    const verify = spawnSync('systemd-analyze', ['--version'])
+    if (verify.error) return
+    const unit = join(dir, 'x.service')
+    writeFileSync(unit, dropIn.replace('[Service]', '[Service]\nType=oneshot'))
+    const r = spawnSync('systemd-analyze', ['verify', unit], {encoding: 'utf8'})
+    assert.doesNotMatch(r.stderr, /x\.service:\d+/, r.stderr)
   })
 })
 
@@ -166,13 +178,14 @@ describe('applyPackageManagers (in a scratch root)', () => {
     rmSync(join(root, MUTABLE_LINK), {recursive: true})
   })
 
-  test('the config switch: ENABLED=no turns it off', () => {
-    assert.equal(disabledByConfig(root), false)
+  test('the config switch: ENABLED=no turns it off; MECHANISM=hooks is kept across switches', () => {
+    assert.deepEqual(readConfig(root), {enabled: true, forceHooks: false})
     writeConfigSwitch(false, root)
-    assert.equal(disabledByConfig(root), true)
+    assert.deepEqual(readConfig(root), {enabled: false, forceHooks: false})
     assert.match(readFileSync(join(root, CONFIG_FILE), 'utf8'), /^ENABLED=no$/m)
+    writeFileSync(join(root, CONFIG_FILE), 'ENABLED=no\nMECHANISM=hooks\n')
     writeConfigSwitch(true, root)
-    assert.equal(disabledByConfig(root), false)
+    assert.deepEqual(readConfig(root), {enabled: true, forceHooks: true})
   })
 })
 
@@ -188,7 +201,7 @@ describe('doctor: package-manager checks', () => {
   test('merged read-only although set up: a warning with the refresh that fixes it', () => {
     const c = byId(packageManagerChecks({...base, mergedMutable: false}, ['a'], undefined))
     assert.equal(c['mutable-merge'].ok, false)
-    assert.equal(c['mutable-merge'].fix, 'systemd-sysext refresh --mutable=auto')
+    assert.match(c['mutable-merge'].fix ?? '', /^systemd-sysext refresh --mutable=auto; if that fails, add MECHANISM=hooks/)
   })
   test('a missing file and a missing symlink are named', () => {
     const c = byId(packageManagerChecks({...base, files: [{path: SYSEXT_DROPIN, state: 'missing'}], linkOk: false}, [], undefined))
