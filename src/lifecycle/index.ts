@@ -9,3 +9,5 @@ export {type InstallResult, install, type UninstallResult, uninstall} from './in
 export {type ExtensionStatus, extensionStatus, type Listing, listExtensions} from './inventory.js'
 export type {TargetKind} from './state.js'
 export {type SyncResult, sync} from './sync.js'
+export {type ApplyResult, type PackageManagerStatus, REMOVED, applyPackageManagers, packageManagerStatus, writeConfigSwitch} from './package-managers.js'
+export {type ReloadResult, reloadAfterPackageManager} from './package-manager-reload.js'

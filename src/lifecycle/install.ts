@@ -19,6 +19,8 @@ import {type InstallAction, type InstallPlan, planInstall} from './install-plan.
 import {imageEntries} from './links.js'
 import {compareManifest, describeDrift, takeManifest} from './manifest.js'
 import {createSysusers} from './sysusers.js'
+import {SELF_NAME} from './image.js'
+import {REMOVED, applyPackageManagers, ensurePackageManagers} from './package-managers.js'
 import {type HostProbe, probeHost, probeWarnings} from './preflight.js'
 import {bootId, processStartS, processUnit, uptimeS} from './processes.js'
 import {writeReleaseAt} from '../sysext/release-writer.js'
@@ -84,7 +86,7 @@ interface Context {
 }
 
 /** Reload what reads the merged files: PID 1, polkit (when its files changed), the bus. */
-async function reloadAll(probe: HostProbe | undefined, opts: {reloadManager: boolean; polkit: boolean}): Promise<string> {
+export async function reloadAll(probe: HostProbe | undefined, opts: {reloadManager: boolean; polkit: boolean}): Promise<string> {
   const done: string[] = []
   const systemdVersion = probe?.systemdVersion ?? 0
   if (!(opts.reloadManager && systemdVersion >= 255)) {
@@ -414,6 +416,8 @@ export async function install(target: string, options: InstallOptions, emit: Emi
       declarations: plan.declarations, warnings, steps,
     }
     if (options.dryRun || !session || !probe) return result
+    // Before the merge: with the mutable mode set up, this install's refresh already keeps /usr writable.
+    await ensurePackageManagers(emit)
     if (plan.action !== 'unchanged') {
       const [outcome] = await applyChanges(session.ctx, state, probe, [{kind: 'install', plan, tree: validated.tree}], options)
       if (!outcome.ok) throw annotate(outcome.error, plan, outcome.outcome ?? 'not rolled back')
@@ -556,7 +560,9 @@ export async function applyChanges(ctx: Context, state: State, probe: HostProbe,
   const merging = installs.length > 0 && removals.length === 0
   const mergedSince = uptimeS()
   await shared(changes.map(nameOf), 'refresh', merging ? 'Merging (systemd-sysext refresh)' : 'Refreshing the merge (systemd-sysext refresh)', async () => {
-    await refresh(timeoutS * 1000 + 60_000)
+    const refreshed = await refresh(timeoutS * 1000 + 60_000)
+    if (refreshed.fallback)
+      emit({type: 'warning', message: `The writable merge (--mutable=auto) failed, so /usr was merged read-only: ${refreshed.fallback}`, hint: "Package managers cannot write /usr now. See 'journalctl -b -t systemd-sysext' and 'sysext-helper doctor'; to use package-manager hooks instead, add MECHANISM=hooks to /etc/sysext-helper/package-managers.conf and run 'sysext-helper package-managers --enable'."})
     const merged = [...mergedExtensions('/usr'), ...mergedExtensions('/opt')]
     for (const {plan} of live())
       if (!merged.includes(plan.name))
@@ -700,6 +706,8 @@ export async function uninstall(nameOrApp: string, options: UninstallOptions, em
     if (name === undefined) return await uninstallForeign(nameOrApp, paths, options, emit, steps, probe)
     const [outcome] = await applyChanges(session.ctx, state, probe, [{kind: 'remove', name}])
     if (!outcome.ok) throw outcome.error
+    // The package-manager integration goes with sysext-helper's own extension.
+    if (name === SELF_NAME) await step(emit, steps, 'cleanup', 'Removing the package-manager integration', () => applyPackageManagers({decision: REMOVED}), (r) => r.removed.join(', ') || 'none present')
     const removed = outcome.removedLinks ?? []
     const stoppedUnits = outcome.stoppedUnits ?? []
     return {name, managed: true, removed, stoppedUnits, steps}

@@ -16,8 +16,6 @@ export interface HostProbe {
   selinux: 'enforcing' | 'permissive' | 'disabled'
   /** systemd-sysext.service enabled: merges come back after reboot. */
   sysextServiceEnabled: string
-  /** systemd >= 256 can keep /usr writable while merged (--mutable); older can't. */
-  mutableSupported: boolean
 }
 
 function selinuxMode(): HostProbe['selinux'] {
@@ -58,7 +56,6 @@ export async function probeHost(options: {polkitVersion?: boolean} = {}): Promis
     polkit: {installed: polkit.LoadState === 'loaded', active: polkit.ActiveState === 'active', version},
     selinux: selinuxMode(),
     sysextServiceEnabled: sysext.UnitFileState || 'unknown',
-    mutableSupported: systemdVersion >= 256,
   }
 }
 
@@ -72,8 +69,6 @@ export function probeWarnings(probe: HostProbe, target: 'runtime' | 'local' | 'p
   const out: ProbeWarning[] = []
   if (probe.selinux === 'enforcing')
     out.push({message: 'SELinux is enforcing: merged files keep the labels of their source, and services may be denied.', hint: "If activation fails, check 'ausearch -m avc -ts recent' and relabel the staged tree."})
-  if (!probe.mutableSupported)
-    out.push({message: `systemd ${probe.systemdVersion} merges /usr read-only: package managers cannot write /usr while an extension is merged.`, hint: "Run 'systemd-sysext unmerge' before upgrading packages, then 'systemd-sysext refresh'."})
   if (target !== 'runtime' && probe.sysextServiceEnabled !== 'enabled')
     out.push({message: `systemd-sysext.service is ${probe.sysextServiceEnabled}: the extension will not be merged again after a reboot.`, hint: 'systemctl enable systemd-sysext.service'})
   if (!probe.polkit.installed)

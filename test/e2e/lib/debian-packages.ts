@@ -11,7 +11,8 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {cacheDir} from './hosts.js'
 
-function downloaded(pkg: string): string {
+/** The .deb of `pkg` for this machine's suite, downloaded once into the cache. */
+export function downloaded(pkg: string): string {
   const dir = join(cacheDir(), 'debs')
   mkdirSync(dir, {recursive: true})
   const find = (): string | undefined => readdirSync(dir).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'))

@@ -2,7 +2,8 @@
  * Real booted systemd hosts for end-to-end tests (REFERENCE.md §7).
  *
  * `ensureRoot(flavor)` builds a Debian root once with debootstrap and caches it;
- * `bootHost(flavor)` boots a throw-away copy of it (overlayfs over the cached root)
+ * `bootHost(flavor)` boots a throw-away copy of it (overlayfs over the cached root, or
+ * a plain copy with `{plainRoot: true}`)
  * with `systemd-nspawn -b` and runs commands inside through `nsenter`. Needs root,
  * debootstrap and systemd-container on the machine running the tests.
  */
@@ -343,6 +344,12 @@ export interface BootOptions {
   bootTimeout?: number
   /** Do not bind this machine's node binary into the guest (the guest then has no node; host.cli() fails). */
   noNode?: boolean
+  /**
+   * Boot a plain copy of the cached root (`cp -a --reflink=auto`, removed on stop) instead of an
+   * overlay over it: slower to start (a few seconds), but its /usr can be an overlay upperdir
+   * (`systemd-sysext --mutable=auto`), which an overlay-rooted guest's cannot (REFERENCE §7).
+   */
+  plainRoot?: boolean
 }
 
 /** Where per-boot state goes; must not be on overlayfs (no upperdir there). */
@@ -535,7 +542,8 @@ export async function bootHost(flavor: Flavor, opts: BootOptions = {}): Promise<
   }
 
   try {
-    run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${dir}/upper,workdir=${dir}/work`, h.merged])
+    if (opts.plainRoot) run('cp', ['-a', '--reflink=auto', `${lower}/.`, h.merged])
+    else run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${dir}/upper,workdir=${dir}/work`, h.merged])
   } catch (error) {
     await stop()
     throw error
@@ -637,12 +645,14 @@ export async function bootHost(flavor: Flavor, opts: BootOptions = {}): Promise<
     try {
       h.guard?.kill('SIGKILL')
     } catch {}
-    // The same upper dir, a fresh mount: the guest's disk is kept, nothing else.
-    spawnSync('umount', [h.merged], {stdio: 'ignore'})
-    if (isMounted(h.merged)) spawnSync('umount', ['-l', h.merged], {stdio: 'ignore'})
-    rmSync(join(dir, 'work'), {recursive: true, force: true})
-    mkdirSync(join(dir, 'work'))
-    run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${dir}/upper,workdir=${dir}/work`, h.merged])
+    // The same upper dir, a fresh mount: the guest's disk is kept, nothing else (a plain root is its own disk).
+    if (!opts.plainRoot) {
+      spawnSync('umount', [h.merged], {stdio: 'ignore'})
+      if (isMounted(h.merged)) spawnSync('umount', ['-l', h.merged], {stdio: 'ignore'})
+      rmSync(join(dir, 'work'), {recursive: true, force: true})
+      mkdirSync(join(dir, 'work'))
+      run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${dir}/upper,workdir=${dir}/work`, h.merged])
+    }
     await boot()
     host.pid1 = current.pid1
     host.bootMs = current.bootMs
