@@ -25,7 +25,7 @@ import {envFields, parseEnvFile} from '../formats/env-file.js'
 import {daemonReload} from '../systemd/systemctl.js'
 import {MUTABLE_LINK, type MountEntry, mergedMutable, mutableConfigured, sysextVersion, usrFilesystem} from '../systemd/sysext.js'
 import type {Emit} from './events.js'
-import type {ManagedExtension} from './state.js'
+import {DEFAULT_PATHS, type ManagedExtension} from './state.js'
 
 export type PackageManagerMode = 'mutable' | 'hooks' | 'off'
 export type PackageManager = 'apt' | 'dnf5' | 'dnf4' | 'pacman'
@@ -50,12 +50,14 @@ export function hookScript(): string {
 # Needs nothing from the merged /usr: the host's own systemd-sysext and systemd-run only.
 set -u
 MARK=${UNMERGED_MARK}
+LOCK=${DEFAULT_PATHS.lockFile}
 SYSEXT=/usr/bin/systemd-sysext
 log() { echo "sysext-helper: $*" >&2; }
 merged() { [ -s /usr/.systemd-sysext/extensions ] || [ -s /opt/.systemd-sysext/extensions ]; }
 # Field N of /proc/PID/stat after the command name (3 = state, 4 = ppid, 22 = start time).
 stat_field() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f$(($2 - 2)); }
 comm() { cat "/proc/$1/comm" 2>/dev/null; }
+alive() { [ "$1" -gt 1 ] 2>/dev/null && [ "$(stat_field "$1" 22)" = "$2" ]; }
 # The package manager: the first ancestor that is not a shell, and the topmost of its own
 # forks (apt-get runs the hooks from a child apt-get that ends before the main one).
 manager() {
@@ -71,9 +73,33 @@ manager() {
   while parent=$(stat_field "$pid" 4) && [ "\${parent:-0}" -gt 1 ] && [ "$(comm "$parent")" = "$name" ]; do pid=$parent; done
   echo "$pid"
 }
+# sysext-helper's own lock, held in the package manager's name ("PID START", as sysext-helper
+# writes it) for the whole run: an install or sync waits instead of merging again mid-run.
+lock() {
+  i=0
+  while :; do
+    echo "$1" > "$LOCK.$$" && ln "$LOCK.$$" "$LOCK" 2>/dev/null && { rm -f "$LOCK.$$"; return 0; }
+    rm -f "$LOCK.$$"
+    holder=$(cat "$LOCK" 2>/dev/null) || continue
+    [ "$holder" = "$1" ] && return 0 # this package manager's run holds it already
+    set -- "$1" $holder
+    if ! alive "\${2:-0}" "\${3:-}"; then
+      # A dead holder's lock: moved aside (only one taker wins), put back if it was a fresh one.
+      mv "$LOCK" "$LOCK.stale.$$" 2>/dev/null || continue
+      [ "$(cat "$LOCK.stale.$$")" = "$holder" ] || ln "$LOCK.stale.$$" "$LOCK" 2>/dev/null
+      rm -f "$LOCK.stale.$$"
+      continue
+    fi
+    i=$((i + 1))
+    [ "$i" -le 240 ] || { log "another sysext-helper run (PID $2) still holds $LOCK after 120 s; try again when it is done."; return 1; }
+    sleep 0.5
+  done
+}
+unlock() { [ "$(cat "$LOCK" 2>/dev/null)" = "$1" ] && rm -f "$LOCK"; return 0; }
 remerge() {
-  out=$("$SYSEXT" refresh 2>&1) || { log "'systemd-sysext refresh' failed ($out): the extensions are not merged. Run it by hand; see 'journalctl -b -t systemd-sysext'."; return 1; }
+  out=$("$SYSEXT" refresh 2>&1) || { unlock "$1"; log "'systemd-sysext refresh' failed ($out): the extensions are not merged. Run it by hand; see 'journalctl -b -t systemd-sysext'."; return 1; }
   rm -f "$MARK"
+  unlock "$1"
   if [ -x /usr/bin/sysext-helper ]; then
     /usr/bin/sysext-helper package-managers --reload >/dev/null || log "merged again, but a managed service does not answer: run 'sysext-helper list'."
   else
@@ -86,24 +112,25 @@ case "\${1:-}" in
     merged || exit 0
     pm=$(manager)
     id="$pm $(stat_field "$pm" 22)"
-    mkdir -p "\${MARK%/*}" && echo "$id" > "$MARK" || { log "cannot write $MARK"; exit 1; }
+    lock "$id" || exit 1
+    mkdir -p "\${MARK%/*}" && echo "$id" > "$MARK" || { unlock "$id"; log "cannot write $MARK"; exit 1; }
     if [ "$pm" -gt 1 ]; then
       systemd-run --quiet --no-block --collect --unit="sysext-helper-remerge-$pm" \\
         --description="Merge the system extensions again when the package manager (PID $pm) ends" \\
         ${HOOK_SCRIPT} watch $id >/dev/null 2>&1 || log "could not arm the re-merge unit; if the package manager fails, run 'systemd-sysext refresh'."
     fi
-    out=$("$SYSEXT" unmerge 2>&1) || { rm -f "$MARK"; log "'systemd-sysext unmerge' failed ($out): /usr stays read-only, so the package manager would fail. See 'journalctl -b -t systemd-sysext'."; exit 1; }
+    out=$("$SYSEXT" unmerge 2>&1) || { rm -f "$MARK"; unlock "$id"; log "'systemd-sysext unmerge' failed ($out): /usr stays read-only, so the package manager would fail. See 'journalctl -b -t systemd-sysext'."; exit 1; }
     ;;
   post)
     [ -e "$MARK" ] || exit 0
-    remerge
+    remerge "$(cat "$MARK")"
     ;;
   watch)
     while [ "$(stat_field "$2" 22)" = "$3" ]; do sleep 1; done
     # Only the run this unit was armed for: a later run has its own mark and its own unit.
     [ "$(cat "$MARK" 2>/dev/null)" = "$2 $3" ] || exit 0
     log "the package manager (PID $2) ended without merging again: merging now."
-    remerge
+    remerge "$2 $3"
     ;;
   *) log "usage: $0 pre|post|watch PID START"; exit 2 ;;
 esac

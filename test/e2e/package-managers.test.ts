@@ -37,7 +37,8 @@ Architecture: all
 Maintainer: e2e <e2e@example.org>
 Description: postinst fails on purpose
 EOF
-printf '#!/bin/sh\\necho failing on purpose >&2\\nexit 1\\n' > /tmp/fails/DEBIAN/postinst
+# It also records who holds sysext-helper's lock while dpkg runs (the hook takes it for the package manager).
+printf '#!/bin/sh\\nl=$(cat /run/sysext-helper.lock 2>/dev/null) && echo "$l $(cat /proc/\${l%%%% *}/comm)" > /var/tmp/lock-during-dpkg\\necho failing on purpose >&2\\nexit 1\\n' > /tmp/fails/DEBIAN/postinst
 chmod 755 /tmp/fails/DEBIAN/postinst
 dpkg-deb --build /tmp/fails ${REPO}/fails.deb >/dev/null
 cd ${REPO}
@@ -214,6 +215,13 @@ for (const flavor of FLAVORS) {
       assert.notEqual(r.exitCode, 0, r.stdout)
       assert.match(r.stdout + r.stderr, /failing on purpose/)
       await answering()
+      const during = (await host.exec('cat', ['/var/tmp/lock-during-dpkg'])).stdout.trim()
+      if (mutable) assert.equal(during, '', 'no hook, no lock: /usr stays writable')
+      else {
+        // Held in the package manager's name ("PID START"), so an install or sync waits for the run to end.
+        assert.match(during, /^\d+ \d+ apt-get$/, `lock holder while dpkg ran: '${during}'`)
+      }
+      assert.equal((await host.exec('test', ['-e', '/run/sysext-helper.lock'])).exitCode, 1, 'the lock is released after the run')
       await host.execOk('dpkg', ['--purge', '--force-all', 'sysext-e2e-fails'], {timeout: 120_000})
       await answering()
     })
