@@ -75,8 +75,6 @@ export interface CaptureSummary {
 }
 
 const DEFAULT_BUFFER = 16 * 1024 * 1024
-/** Messages smaller than this are copied next to their record header; larger ones are written in place. */
-const COPY_BELOW = 2048
 const FLUSH_TIMEOUT_MS = 2000
 const STOP_REASONS = new Set<string>(['reader-gone', 'duration', 'max-bytes', 'stopped', 'signal', 'bus-disconnected', 'overflow', 'output-error'])
 
@@ -145,14 +143,12 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
     for (const f of frames) fdsDiscarded += unixFdsOf(f)
     if (stopReason) return
     writeHeader()
-    // Record headers and small messages are copied into one buffer; large
-    // messages are written from the receive buffer itself (writev), uncopied.
-    let metaSize = 0
-    for (const f of frames) metaSize += PCAP_RECORD_HEADER_LENGTH + (f.length < COPY_BELOW ? f.length : 0)
-    const meta = Buffer.allocUnsafe(metaSize)
-    const parts: Buffer[] = []
+    // One output buffer per read: every record header next to its message,
+    // copied out of the connection's reusable read buffer (see FrameHandler).
+    let outSize = 0
+    for (const f of frames) outSize += PCAP_RECORD_HEADER_LENGTH + f.length
+    const out = Buffer.allocUnsafe(outSize)
     let at = 0
-    let runStart = 0
     let pending = sink.pendingBytes
     for (const f of frames) {
       const rec = PCAP_RECORD_HEADER_LENGTH + f.length
@@ -172,21 +168,14 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
         if (rec > limit) summary.droppedTooLarge++
         continue
       }
-      writeRecordHeader(meta, at, receivedAt, f.length)
-      at += PCAP_RECORD_HEADER_LENGTH
-      if (f.length < COPY_BELOW) {
-        f.copy(meta, at)
-        at += f.length
-      } else {
-        parts.push(meta.subarray(runStart, at), f)
-        runStart = at
-      }
+      writeRecordHeader(out, at, receivedAt, f.length)
+      f.copy(out, at + PCAP_RECORD_HEADER_LENGTH)
+      at += rec
       pending += rec
       summary.messages++
       summary.bytes += rec
     }
-    if (at > runStart) parts.push(meta.subarray(runStart, at))
-    if (parts.length > 0) sink.write(parts)
+    if (at > 0) sink.write([out.subarray(0, at)])
   }
 
   try {
