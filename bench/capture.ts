@@ -123,12 +123,15 @@ function lines(child: ChildProcess): () => Promise<string> {
   return () => (queued.length > 0 ? Promise.resolve(queued.shift()!) : new Promise((resolve) => waiting.push(resolve)))
 }
 
+/** Extra node options for our monitor only, e.g. BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile it. */
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
+
 function startMonitor(kind: Monitor, address: string, file: string): ChildProcess | null {
   if (kind === 'none') return null
   const fd = openSync(file, 'w')
   const errFd = openSync(`${file}.err`, 'w')
   const argv =
-    kind === 'sysext-helper' ? [process.execPath, CLI, 'capture', '--address', address, '--output', '-', '--no-initial-state', '--json']
+    kind === 'sysext-helper' ? [process.execPath, ...NODE_ARGS, CLI, 'capture', '--address', address, '--output', '-', '--no-initial-state', '--json']
     : kind === 'dbus-monitor' ? ['dbus-monitor', '--pcap', '--address', address]
     : ['busctl', `--address=${address}`, 'capture']
   const child = spawn(argv[0], argv.slice(1), {stdio: ['ignore', fd, errFd]})
