@@ -139,15 +139,15 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
 
   // The kernel closed the fds captured messages brought (see ConnectOptions.unixFd): count them from the headers.
   let fdsDiscarded = 0
+  let heads = Buffer.allocUnsafeSlow(1024 * PCAP_RECORD_HEADER_LENGTH)
   const onFrames = (frames: Buffer[], receivedAt: number): void => {
     for (const f of frames) fdsDiscarded += unixFdsOf(f)
     if (stopReason) return
     writeHeader()
-    // One output buffer per read: every record header next to its message,
-    // copied out of the connection's reusable read buffer (see FrameHandler).
-    let outSize = 0
-    for (const f of frames) outSize += PCAP_RECORD_HEADER_LENGTH + f.length
-    const out = Buffer.allocUnsafe(outSize)
+    // Each message is written from the connection's read buffer, after its record header
+    // (from one reusable buffer): one writev, no copy unless the sink must keep bytes (see OutputSink.write).
+    if (heads.length < frames.length * PCAP_RECORD_HEADER_LENGTH) heads = Buffer.allocUnsafeSlow(frames.length * 2 * PCAP_RECORD_HEADER_LENGTH)
+    const parts: Buffer[] = []
     let at = 0
     let pending = sink.pendingBytes
     for (const f of frames) {
@@ -168,14 +168,14 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
         if (rec > limit) summary.droppedTooLarge++
         continue
       }
-      writeRecordHeader(out, at, receivedAt, f.length)
-      f.copy(out, at + PCAP_RECORD_HEADER_LENGTH)
-      at += rec
+      writeRecordHeader(heads, at, receivedAt, f.length)
+      parts.push(heads.subarray(at, at + PCAP_RECORD_HEADER_LENGTH), f)
+      at += PCAP_RECORD_HEADER_LENGTH
       pending += rec
       summary.messages++
       summary.bytes += rec
     }
-    if (at > 0) sink.write([out.subarray(0, at)])
+    if (parts.length > 0) sink.write(parts)
   }
 
   try {

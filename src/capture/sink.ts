@@ -42,7 +42,10 @@ export abstract class OutputSink {
     return new FileSink(fd)
   }
 
-  /** Queues `parts` in order (written with writev: no copy into one buffer). */
+  /**
+   * Writes `parts` in order. They are valid during the call only (they may
+   * lie in the capture's reusable buffers): what the sink keeps, it copies.
+   */
   abstract write(parts: Buffer[]): void
   /** Bytes accepted but not yet written to the fd. */
   abstract get pendingBytes(): number
@@ -80,9 +83,8 @@ class StreamSink extends OutputSink {
 
   write(parts: Buffer[]): void {
     if (this.ended || this.socket.destroyed) return
-    this.socket.cork()
-    for (const p of parts) this.socket.write(p)
-    this.socket.uncork()
+    // One copy: the socket keeps what it has not written yet.
+    this.socket.write(Buffer.concat(parts))
   }
 
   get pendingBytes(): number {
@@ -130,32 +132,40 @@ abstract class DirectSink extends OutputSink {
 
   write(parts: Buffer[]): void {
     if (this.ended || this.closed) return
-    for (const p of parts) {
-      this.queue.push(p)
-      this.queued += p.length
-    }
-    if (this.retry === undefined) this.flush()
+    // Behind (queued bytes wait for a retry): keep the order.
+    const rest = this.queue.length > 0 ? parts : this.writeOut(parts.slice())
+    if (rest.length === 0) return
+    const kept = Buffer.concat(rest)
+    this.queue.push(kept)
+    this.queued += kept.length
   }
 
-  private flush(): void {
-    this.retry = undefined
-    while (this.queue.length > 0 && !this.ended && !this.closed) {
-      const batch = this.queue.length <= IOV_MAX ? this.queue : this.queue.slice(0, IOV_MAX)
+  /** Writes `list` (consumed in place) until done, EAGAIN (a retry is scheduled) or an error; returns what is left. */
+  private writeOut(list: Buffer[]): Buffer[] {
+    while (list.length > 0 && !this.ended && !this.closed) {
+      const batch = list.length <= IOV_MAX ? list : list.slice(0, IOV_MAX)
       let n: number
       try {
         n = writevSync(this.fd, batch)
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'EAGAIN') {
-          this.retry = setTimeout(() => this.flush(), 10)
-          return
+          this.retry ??= setTimeout(() => this.flush(), 10)
+          return list
         }
         this.fail(err as NodeJS.ErrnoException)
         this.drained?.()
-        return
+        return []
       }
-      this.queued -= n
-      consume(this.queue, n)
+      consume(list, n)
     }
+    return this.ended || this.closed ? [] : list
+  }
+
+  private flush(): void {
+    this.retry = undefined
+    this.queue = this.writeOut(this.queue)
+    this.queued = 0
+    for (const b of this.queue) this.queued += b.length
     if (this.queue.length === 0) this.drained?.()
   }
 
