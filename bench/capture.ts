@@ -318,7 +318,9 @@ async function main(): Promise<void> {
     const guest = await bootHost(host as 'debian12' | 'debian13')
     try {
       const passOn = process.argv.slice(2).filter((a, i, all) => a !== '--host' && all[i - 1] !== '--host')
-      const r = await guest.exec(GUEST_NODE, [SELF, '--address', 'unix:path=/run/dbus/system_bus_socket', '--json', ...passOn], {timeout: 1_800_000})
+      // The experiment knobs go along (the guest gets a clean environment otherwise).
+      const env = Object.fromEntries(['SYSEXT_CAPTURE_COALESCE_MS', 'BENCH_NODE_ARGS'].filter((k) => process.env[k] !== undefined).map((k) => [k, process.env[k]!]))
+      const r = await guest.exec(GUEST_NODE, [SELF, '--address', 'unix:path=/run/dbus/system_bus_socket', '--json', ...passOn], {timeout: 1_800_000, env})
       if (r.exitCode !== 0) throw new Error(`the bench failed in the ${host} host: ${r.stderr}`)
       const {results, busName, loadSeen} = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as {results: Results; busName: string; loadSeen: string}
       report(`${busName} (system bus of the ${host} test host)`, results, monitors, sizes, rounds, `${loadSeen} (outside: ${load()})`)
