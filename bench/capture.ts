@@ -123,12 +123,15 @@ function lines(child: ChildProcess): () => Promise<string> {
   return () => (queued.length > 0 ? Promise.resolve(queued.shift()!) : new Promise((resolve) => waiting.push(resolve)))
 }
 
+/** Extra node options for our monitor only, e.g. BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile it. */
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
+
 function startMonitor(kind: Monitor, address: string, file: string): ChildProcess | null {
   if (kind === 'none') return null
   const fd = openSync(file, 'w')
   const errFd = openSync(`${file}.err`, 'w')
   const argv =
-    kind === 'sysext-helper' ? [process.execPath, CLI, 'capture', '--address', address, '--output', '-', '--no-initial-state', '--json']
+    kind === 'sysext-helper' ? [process.execPath, ...NODE_ARGS, CLI, 'capture', '--address', address, '--output', '-', '--no-initial-state', '--json']
     : kind === 'dbus-monitor' ? ['dbus-monitor', '--pcap', '--address', address]
     : ['busctl', `--address=${address}`, 'capture']
   const child = spawn(argv[0], argv.slice(1), {stdio: ['ignore', fd, errFd]})
@@ -315,7 +318,9 @@ async function main(): Promise<void> {
     const guest = await bootHost(host as 'debian12' | 'debian13')
     try {
       const passOn = process.argv.slice(2).filter((a, i, all) => a !== '--host' && all[i - 1] !== '--host')
-      const r = await guest.exec(GUEST_NODE, [SELF, '--address', 'unix:path=/run/dbus/system_bus_socket', '--json', ...passOn], {timeout: 1_800_000})
+      // The experiment knobs go along (the guest gets a clean environment otherwise).
+      const env = Object.fromEntries(['SYSEXT_CAPTURE_COALESCE_MS', 'BENCH_NODE_ARGS'].filter((k) => process.env[k] !== undefined).map((k) => [k, process.env[k]!]))
+      const r = await guest.exec(GUEST_NODE, [SELF, '--address', 'unix:path=/run/dbus/system_bus_socket', '--json', ...passOn], {timeout: 1_800_000, env})
       if (r.exitCode !== 0) throw new Error(`the bench failed in the ${host} host: ${r.stderr}`)
       const {results, busName, loadSeen} = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as {results: Results; busName: string; loadSeen: string}
       report(`${busName} (system bus of the ${host} test host)`, results, monitors, sizes, rounds, `${loadSeen} (outside: ${load()})`)

@@ -75,8 +75,6 @@ export interface CaptureSummary {
 }
 
 const DEFAULT_BUFFER = 16 * 1024 * 1024
-/** Messages smaller than this are copied next to their record header; larger ones are written in place. */
-const COPY_BELOW = 2048
 const FLUSH_TIMEOUT_MS = 2000
 const STOP_REASONS = new Set<string>(['reader-gone', 'duration', 'max-bytes', 'stopped', 'signal', 'bus-disconnected', 'overflow', 'output-error'])
 
@@ -141,18 +139,16 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
 
   // The kernel closed the fds captured messages brought (see ConnectOptions.unixFd): count them from the headers.
   let fdsDiscarded = 0
+  let heads = Buffer.allocUnsafeSlow(1024 * PCAP_RECORD_HEADER_LENGTH)
   const onFrames = (frames: Buffer[], receivedAt: number): void => {
     for (const f of frames) fdsDiscarded += unixFdsOf(f)
     if (stopReason) return
     writeHeader()
-    // Record headers and small messages are copied into one buffer; large
-    // messages are written from the receive buffer itself (writev), uncopied.
-    let metaSize = 0
-    for (const f of frames) metaSize += PCAP_RECORD_HEADER_LENGTH + (f.length < COPY_BELOW ? f.length : 0)
-    const meta = Buffer.allocUnsafe(metaSize)
+    // Each message is written from the connection's read buffer, after its record header
+    // (from one reusable buffer): one writev, no copy unless the sink must keep bytes (see OutputSink.write).
+    if (heads.length < frames.length * PCAP_RECORD_HEADER_LENGTH) heads = Buffer.allocUnsafeSlow(frames.length * 2 * PCAP_RECORD_HEADER_LENGTH)
     const parts: Buffer[] = []
     let at = 0
-    let runStart = 0
     let pending = sink.pendingBytes
     for (const f of frames) {
       const rec = PCAP_RECORD_HEADER_LENGTH + f.length
@@ -172,20 +168,13 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
         if (rec > limit) summary.droppedTooLarge++
         continue
       }
-      writeRecordHeader(meta, at, receivedAt, f.length)
+      writeRecordHeader(heads, at, receivedAt, f.length)
+      parts.push(heads.subarray(at, at + PCAP_RECORD_HEADER_LENGTH), f)
       at += PCAP_RECORD_HEADER_LENGTH
-      if (f.length < COPY_BELOW) {
-        f.copy(meta, at)
-        at += f.length
-      } else {
-        parts.push(meta.subarray(runStart, at), f)
-        runStart = at
-      }
       pending += rec
       summary.messages++
       summary.bytes += rec
     }
-    if (at > runStart) parts.push(meta.subarray(runStart, at))
     if (parts.length > 0) sink.write(parts)
   }
 

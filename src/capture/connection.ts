@@ -32,7 +32,11 @@ export class DBusCallError extends Error {
   }
 }
 
-/** Receives the frames of one read, with the time they were received (ms since the epoch, fractional). */
+/**
+ * Receives the frames of one read, with the time they were received (ms since
+ * the epoch, fractional). The frames may lie in the connection's reusable
+ * read buffer: they are valid during the call only (copy what you keep).
+ */
 export type FrameHandler = (frames: Buffer[], receivedAt: number) => void
 
 interface PendingCall {
@@ -49,6 +53,14 @@ const COALESCE_BELOW = 32 * 1024
 /** How long, in ms: a few dozen small messages' worth, far from filling the bus's socket buffer. */
 const COALESCE_MS = Number(process.env.SYSEXT_CAPTURE_COALESCE_MS ?? 0.25)
 const SLEEP_CELL = new Int32Array(new SharedArrayBuffer(4))
+/**
+ * A plain socket reads into one reusable buffer this large (libuv's default
+ * is a fresh 64 KiB per read): larger than all a bus can have queued for us
+ * (the bus's socket send buffer, 208 KiB by default, bounds a unix stream
+ * socket's queue; our receive buffer size plays no part), so one read takes
+ * everything, with no allocation.
+ */
+const READ_BUFFER = 1024 * 1024
 
 function now(): number {
   return performance.timeOrigin + performance.now()
@@ -68,6 +80,8 @@ export class BusConnection {
   private partialLength = 0
   private need = 0
   private readPaused = false
+  /** Where onChunk sends a read (the handshake's line reader, then onData). */
+  private chunkListener: (chunk: Buffer) => void = () => {}
 
   private constructor(private readonly socket: Duplex, readonly address: string) {}
 
@@ -75,7 +89,9 @@ export class BusConnection {
   static async open(address: string, options: ConnectOptions = {}): Promise<BusConnection> {
     const path = socketPath(address)
     const timeoutMs = options.timeoutMs ?? 10_000
-    const socket: Duplex = options.unixFd === true ? new USocket() : createConnection({path})
+    const socket: Duplex =
+      options.unixFd === true ? new USocket()
+      : createConnection({path, onread: {buffer: Buffer.allocUnsafe(READ_BUFFER), callback: (n: number, buf: Uint8Array) => conn.onChunk(buf, n)}})
     const conn = new BusConnection(socket, address)
     let timer: NodeJS.Timeout | undefined
     try {
@@ -129,6 +145,7 @@ export class BusConnection {
       waiter?.()
     }
     socket.on('data', onData)
+    this.chunkListener = onData
     socket.on('error', onEnd)
     socket.on('end', onEnd)
     const readLine = async (): Promise<string> => {
@@ -162,6 +179,7 @@ export class BusConnection {
     socket.off('error', onEnd)
     socket.off('end', onEnd)
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
+    this.chunkListener = (chunk) => this.onData(chunk)
     socket.on('error', (err: Error) => this.onClosed(err))
     socket.on('end', () => this.onClosed())
     socket.on('close', () => this.onClosed())
@@ -271,12 +289,19 @@ export class BusConnection {
     for (const l of this.closeListeners.splice(0)) l(err)
   }
 
+  /** A read into the plain socket's reusable buffer (see READ_BUFFER); nothing may keep `buf` past the call. */
+  private onChunk(buf: Uint8Array, n: number): boolean {
+    this.chunkListener(Buffer.from(buf.buffer, buf.byteOffset, n))
+    return true
+  }
+
   private onData(chunk: Buffer): void {
     const receivedAt = now()
     if (this.monitorHandler) this.coalesce(chunk.length)
     let buf = chunk
     if (this.need > 0) {
-      this.partial.push(chunk)
+      // A copy: the chunk may be the reusable read buffer.
+      this.partial.push(Buffer.from(chunk))
       this.partialLength += chunk.length
       if (this.partialLength < this.need) return
       buf = Buffer.concat(this.partial, this.partialLength)
@@ -301,7 +326,7 @@ export class BusConnection {
       else this.dispatch(frame)
     }
     if (offset < buf.length) {
-      const rest = buf.subarray(offset)
+      const rest = Buffer.from(buf.subarray(offset))
       this.partial = [rest]
       this.partialLength = rest.length
       this.need = rest.length >= 16 ? frameLength(rest, 0) : 16

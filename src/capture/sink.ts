@@ -5,7 +5,7 @@
  * the reader goes away (POLLERR on a pipe, EOF on a socket), not only at the
  * next write.
  */
-import {close as closeFd, closeSync, constants, fstatSync, openSync, writev as writevFd, writevSync} from 'node:fs'
+import {closeSync, constants, fstatSync, openSync, writevSync} from 'node:fs'
 import {Socket} from 'node:net'
 import {USocket} from './usocket-safe.js'
 
@@ -42,7 +42,10 @@ export abstract class OutputSink {
     return new FileSink(fd)
   }
 
-  /** Queues `parts` in order (written with writev: no copy into one buffer). */
+  /**
+   * Writes `parts` in order. They are valid during the call only (they may
+   * lie in the capture's reusable buffers): what the sink keeps, it copies.
+   */
   abstract write(parts: Buffer[]): void
   /** Bytes accepted but not yet written to the fd. */
   abstract get pendingBytes(): number
@@ -80,9 +83,8 @@ class StreamSink extends OutputSink {
 
   write(parts: Buffer[]): void {
     if (this.ended || this.socket.destroyed) return
-    this.socket.cork()
-    for (const p of parts) this.socket.write(p)
-    this.socket.uncork()
+    // One copy: the socket keeps what it has not written yet.
+    this.socket.write(Buffer.concat(parts))
   }
 
   get pendingBytes(): number {
@@ -110,75 +112,60 @@ class StreamSink extends OutputSink {
 }
 
 /**
- * A pipe or FIFO. Its write end reports POLLERR once no reader is left, but
- * libuv only polls a pipe while a write is pending; so the fd is polled for
- * errors all the time (usocket's uv_poll, which also makes it non-blocking)
- * and written with non-blocking write(2) calls, retried on a short timer
- * while the pipe is full. A stalled reader therefore never blocks a thread.
- *
- * Standard output (fd 1) is reopened through /proc first, so that fd 1
- * itself stays open and blocking for whoever shares it.
+ * Written with writev(2) from the event loop, at once: one system call per
+ * batch of messages, no thread-pool round trip (which costs two thread
+ * wake-ups and an eventfd write per batch, more than the write itself), as
+ * Node writes process.stdout to a file, and as dbus-monitor and busctl write.
+ * A full pipe or a non-blocking device (EAGAIN) is retried on a short timer,
+ * the rest queued meanwhile.
  */
-class PipeSink extends OutputSink {
-  private readonly fd: number
-  private readonly watcher: USocket
+abstract class DirectSink extends OutputSink {
   private queue: Buffer[] = []
   private queued = 0
   private retry: NodeJS.Timeout | undefined
-  private closed = false
-  private drained: (() => void) | null = null
+  protected closed = false
+  protected drained: (() => void) | null = null
 
-  constructor(fd: number) {
+  protected constructor(protected readonly fd: number) {
     super()
-    let own = fd
-    if (fd <= 2) {
-      try {
-        own = openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY)
-      } catch (err) {
-        // ENXIO: a FIFO with no reader left; otherwise use fd itself.
-        if ((err as NodeJS.ErrnoException).code === 'ENXIO') queueMicrotask(() => this.end({kind: 'reader-gone'}))
-      }
-    }
-    this.fd = own
-    this.watcher = new USocket({fd: own})
-    this.watcher.on('error', () => {
-      // POLLERR on a write end: the last reader is gone. usocket has closed the fd.
-      this.closed = true
-      clearTimeout(this.retry)
-      this.end({kind: 'reader-gone'})
-      this.drained?.()
-    })
-    this.watcher.resume()
   }
 
   write(parts: Buffer[]): void {
     if (this.ended || this.closed) return
-    for (const p of parts) {
-      this.queue.push(p)
-      this.queued += p.length
-    }
-    if (this.retry === undefined) this.flush()
+    // Behind (queued bytes wait for a retry): keep the order.
+    const rest = this.queue.length > 0 ? parts : this.writeOut(parts.slice())
+    if (rest.length === 0) return
+    const kept = Buffer.concat(rest)
+    this.queue.push(kept)
+    this.queued += kept.length
   }
 
-  private flush(): void {
-    this.retry = undefined
-    while (this.queue.length > 0 && !this.ended && !this.closed) {
-      const batch = this.queue.length <= IOV_MAX ? this.queue : this.queue.slice(0, IOV_MAX)
+  /** Writes `list` (consumed in place) until done, EAGAIN (a retry is scheduled) or an error; returns what is left. */
+  private writeOut(list: Buffer[]): Buffer[] {
+    while (list.length > 0 && !this.ended && !this.closed) {
+      const batch = list.length <= IOV_MAX ? list : list.slice(0, IOV_MAX)
       let n: number
       try {
         n = writevSync(this.fd, batch)
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'EAGAIN') {
-          this.retry = setTimeout(() => this.flush(), 10)
-          return
+          this.retry ??= setTimeout(() => this.flush(), 10)
+          return list
         }
         this.fail(err as NodeJS.ErrnoException)
         this.drained?.()
-        return
+        return []
       }
-      this.queued -= n
-      consume(this.queue, n)
+      consume(list, n)
     }
+    return this.ended || this.closed ? [] : list
+  }
+
+  private flush(): void {
+    this.retry = undefined
+    this.queue = this.writeOut(this.queue)
+    this.queued = 0
+    for (const b of this.queue) this.queued += b.length
     if (this.queue.length === 0) this.drained?.()
   }
 
@@ -200,89 +187,73 @@ class PipeSink extends OutputSink {
     const flushed = this.queued === 0 && !this.ended
     if (!this.closed) {
       this.closed = true
-      this.watcher.destroy() // closes the fd
+      this.release()
     }
     return flushed
+  }
+
+  /** Closes the fd (once). */
+  protected abstract release(): void
+}
+
+/** fd itself, or for 0-2 a new fd on the same pipe (fd itself when that fails; ENXIO: a FIFO with no reader left). */
+function reopen(fd: number): {fd: number; noReader: boolean} {
+  if (fd > 2) return {fd, noReader: false}
+  try {
+    return {fd: openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY), noReader: false}
+  } catch (err) {
+    return {fd, noReader: (err as NodeJS.ErrnoException).code === 'ENXIO'}
   }
 }
 
-/** A regular file or a device: one async write in flight, the rest queued. */
-class FileSink extends OutputSink {
-  private queue: Buffer[] = []
-  private queued = 0
-  private inFlight = 0
-  private closing = false
-  private idle: (() => void) | null = null
+/**
+ * A pipe or FIFO. Its write end reports POLLERR once no reader is left, but
+ * libuv only polls a pipe while a write is pending; so the fd is polled for
+ * errors all the time (usocket's uv_poll, which also makes it non-blocking,
+ * so a stalled reader never blocks a thread: see DirectSink).
+ *
+ * Standard output (fd 1) is reopened through /proc first, so that fd 1
+ * itself stays open and blocking for whoever shares it.
+ */
+class PipeSink extends DirectSink {
+  private readonly watcher: USocket
 
-  constructor(private readonly fd: number) {
-    super()
-  }
-
-  write(parts: Buffer[]): void {
-    if (this.ended || this.closing) return
-    for (const p of parts) {
-      this.queue.push(p)
-      this.queued += p.length
-    }
-    if (this.inFlight === 0) this.next()
-  }
-
-  private next(): void {
-    if (this.queue.length === 0 || this.ended) {
-      this.idle?.()
-      return
-    }
-    const batch = this.queue.splice(0, IOV_MAX)
-    let size = 0
-    for (const b of batch) size += b.length
-    this.queued -= size
-    this.inFlight = size
-    writevFd(this.fd, batch, null, (err, n) => {
-      if (err) {
-        this.inFlight = 0
-        this.fail(err)
-        this.idle?.()
-        return
-      }
-      if (n < size) {
-        // Short write: put the rest back in front.
-        consume(batch, n)
-        this.queue.unshift(...batch)
-        this.queued += size - n
-      }
-      this.inFlight = 0
-      this.next()
+  constructor(fd: number) {
+    const own = reopen(fd)
+    super(own.fd)
+    if (own.noReader) queueMicrotask(() => this.end({kind: 'reader-gone'}))
+    this.watcher = new USocket({fd: this.fd})
+    this.watcher.on('error', () => {
+      // POLLERR on a write end: the last reader is gone. usocket has closed the fd.
+      this.closed = true
+      this.end({kind: 'reader-gone'})
+      this.drained?.()
     })
+    this.watcher.resume()
   }
 
-  get pendingBytes(): number {
-    return this.queued + this.inFlight
+  protected release(): void {
+    this.watcher.destroy() // closes the fd
+  }
+}
+
+/**
+ * A regular file or a device. Writes to a file go to the page cache and do
+ * not wait for the disk, save when the kernel throttles a writer with too
+ * many dirty pages; then the capture waits as dbus-monitor would.
+ */
+class FileSink extends DirectSink {
+  constructor(fd: number) {
+    super(fd)
   }
 
-  async close(timeoutMs: number): Promise<boolean> {
-    this.closing = true
-    if (this.pendingBytes > 0 && !this.ended) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, timeoutMs)
-        this.idle = () => {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
-    }
-    const flushed = this.pendingBytes === 0 && !this.ended
+  protected release(): void {
     // Standard output stays open (as libuv does for pipes): the CLI framework may still write to it.
-    if (this.fd <= 2) return flushed
-    if (this.inFlight === 0) {
-      try {
-        closeSync(this.fd)
-      } catch {
-        // already closed
-      }
-    } else {
-      // A write is still running in the pool; close when it returns.
-      this.idle = () => closeFd(this.fd, () => {})
+    if (this.fd <= 2) return
+    try {
+      closeSync(this.fd)
+    } catch {
+      // already closed
     }
-    return flushed
   }
 }

@@ -93,6 +93,12 @@ for (const flavor of FLAVORS) {
       assert.equal(markers, 3)
       const summary = JSON.parse(r.stdout)
       assert.ok(summary.messages >= 3, JSON.stringify(summary))
+      // The audit line names the caller as read from its /proc/PID/root (CAP_SYS_PTRACE in the unit): tester runs
+      // no Flatpak, so 'not-flatpak', pinned; without the capability it would say 'unreadable'.
+      const journal = (await host.exec('journalctl', ['-u', UNIT, '--no-pager', '-o', 'cat'])).stdout
+      const starts = journal.split('\n').filter((l) => /capture \S+ start: /.test(l) && l.includes(`uid=${TESTER.uid} `))
+      assert.ok(starts.length > 0, journal)
+      for (const line of starts) assert.match(line, /identity=not-flatpak/, line)
     })
 
     test('a user without the grant gets exit 127 and no data', async () => {
