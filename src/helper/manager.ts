@@ -289,9 +289,12 @@ export async function runManager(options: ManagerOptions): Promise<void> {
     if (checking) return
     checking = true
     void (async () => {
+      // One status per app, however many of its connections listen.
+      const statuses = new Map<string, Promise<Record<string, dbus.Variant> | undefined>>()
       for (const [sender, w] of watchers) {
         if (onlyApp !== undefined && w.app !== onlyApp) continue
-        const status = await statusOf(w.app).catch(() => undefined)
+        if (!statuses.has(w.app)) statuses.set(w.app, statusOf(w.app).catch(() => undefined))
+        const status = await statuses.get(w.app)
         if (!status) continue
         const word = String(status.State.value)
         if (word === w.last && onlyApp === undefined) continue
@@ -341,6 +344,7 @@ export async function runManager(options: ManagerOptions): Promise<void> {
       }
       try {
         const [signature, body] = await method.run(msg, identity)
+        log(`${msg.member}: answered ${describeIdentity(identity)}`)
         reply(msg, signature, body)
       } catch (err) {
         if (err instanceof Refusal) {

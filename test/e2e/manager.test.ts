@@ -74,8 +74,8 @@ for (const flavor of FLAVORS) {
 
     test('a process outside the sandbox in a fake app-flatpak scope is not that app', async () => {
       await host.execOk('sh', ['-ec', `printf '%s' '${GRANT}' > ${RULE}; systemctl restart polkit`])
-      for (const cmd of ['status', 'install']) {
-        const a = await inFakeScope(host, [cmd])
+      for (const [n, cmd] of ['status', 'install'].entries()) {
+        const a = await inFakeScope(host, [cmd], 90 + n)
         assert.equal(a.error, 'io.github.sysext_helper.Manager1.Error.NotAnApp', `${cmd}: ${a.message}\n${a.raw.stderr}`)
         assert.match(a.message!, /a cgroup scope named org\.sysexthelper\.App is not proof/)
       }

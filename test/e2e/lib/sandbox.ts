@@ -14,7 +14,7 @@ import {type ExecResult, type Host, TESTER} from './hosts.js'
 
 export const SANDBOX_APP = 'org.sysexthelper.App'
 const DIR = '/srv/sandbox'
-const BWRAP = '/usr/local/bin/bwrap-nouserns'
+const BWRAP = `${DIR}/bwrap-nouserns`
 
 const CLIENT = String.raw`import json, sys, time
 import dbus
@@ -66,6 +66,41 @@ print('REGISTERED', pid, flush=True)
 GLib.MainLoop().run()
 `
 
+/**
+ * bwrap without --disable-userns (and --assert-userns-disabled), which nspawn's read-only /proc/sys
+ * makes fail; flatpak >= 1.15 passes its options through `--args FD` (NUL-separated), so those are
+ * filtered too, into a memfd.
+ */
+const BWRAP_WRAPPER = String.raw`#!/usr/bin/python3
+import os, sys
+DROP = {b'--disable-userns', b'--assert-userns-disabled'}
+args, out, i = sys.argv[1:], [], 0
+while i < len(args):
+    a = args[i]
+    if a.encode() in DROP:
+        i += 1
+        continue
+    if a == '--args':
+        fd, data = int(args[i + 1]), b''
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+        os.close(fd)
+        parts = data.split(b'\0')[:-1] if data.endswith(b'\0') else data.split(b'\0')
+        new = os.memfd_create('bwrap-args', 0)
+        os.write(new, b''.join(p + b'\0' for p in parts if p not in DROP))
+        os.lseek(new, 0, os.SEEK_SET)
+        os.set_inheritable(new, True)
+        out += ['--args', str(new)]
+        i += 2
+        continue
+    out.append(a)
+    i += 1
+os.execv('/usr/bin/bwrap', ['bwrap'] + out)
+`
+
 /** Builds the runtime (once per host) and publishes the app with `fixture`'s usr/ as its extension tree; installs or updates it. */
 const PUBLISH = String.raw`set -eu
 fixture=$1
@@ -75,7 +110,7 @@ if [ ! -d $R/repo ]; then
   mkdir -p $rt/usr $rt/files
   printf '[Runtime]\nname=org.sysexthelper.PyPlatform\nruntime=org.sysexthelper.PyPlatform/x86_64/1\nsdk=org.sysexthelper.PyPlatform/x86_64/1\n' > $rt/metadata
   py=$(readlink -f /usr/bin/python3); ver=$(basename $py)
-  cp -a --parents /usr/bin/python3 $py /usr/lib/$ver /usr/lib/python3/dist-packages $rt
+  tar -C / -cf - usr/bin/python3 usr/bin/$ver usr/lib/$ver usr/lib/python3/dist-packages | tar -C $rt -xf -
   { ldd $py; find /usr/lib/$ver/lib-dynload /usr/lib/python3/dist-packages -name '*.so' -exec ldd {} \; ; } |
     awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\/.*ld-linux/ {print $1}' | sort -u |
     while read -r lib; do
@@ -85,7 +120,7 @@ if [ ! -d $R/repo ]; then
   flatpak build-export --runtime $R/repo $rt 1 >/dev/null
   flatpak remote-add --system --no-gpg-verify sandbox $R/repo
   flatpak install --system -y --noninteractive sandbox org.sysexthelper.PyPlatform >/dev/null
-  printf '#!/bin/sh\nfor a; do shift; [ "$a" = --disable-userns ] || set -- "$@" "$a"; done\nexec /usr/bin/bwrap "$@"\n' > ${BWRAP}
+  cp $R/bwrap-wrapper.py ${BWRAP}
   chmod 755 ${BWRAP}
 fi
 rm -rf $R/app
@@ -105,6 +140,7 @@ export async function publishSandboxApp(host: Host, fixture: string): Promise<vo
   writeFileSync(join(host.root, DIR, 'client.py'), CLIENT)
   writeFileSync(join(host.root, DIR, 'agent.py'), AGENT)
   writeFileSync(join(host.root, DIR, 'publish.sh'), PUBLISH)
+  writeFileSync(join(host.root, DIR, 'bwrap-wrapper.py'), BWRAP_WRAPPER)
   await host.execOk('sh', [`${DIR}/publish.sh`, fixture], {timeout: 600_000})
 }
 
@@ -135,12 +171,12 @@ export async function inSandbox(host: Host, args: string[]): Promise<ClientAnswe
   return answer(await host.sh(sandboxCommand(args), {user: TESTER.name, timeout: 600_000}))
 }
 
-/** client.py outside any sandbox, as the tester, inside a cgroup named like an app's scope (which anybody can make). */
-export async function inFakeScope(host: Host, args: string[]): Promise<ClientAnswer> {
-  const scope = `/sys/fs/cgroup/app-flatpak-${SANDBOX_APP}-99.scope`
-  const script = `mkdir -p ${scope} && echo $$ > ${scope}/cgroup.procs && grep -q app-flatpak /proc/self/cgroup && exec setpriv --reuid=${TESTER.uid} --regid=${TESTER.uid} --init-groups -- python3 ${DIR}/client.py ${args.map((a) => `'${a}'`).join(' ')}`
-  // Started by the guest's systemd, so the process is inside the guest's cgroup tree (nsenter'd ones are not).
-  return answer(await host.exec('systemd-run', ['--quiet', '--pipe', '--wait', '--collect', 'sh', '-c', script], {timeout: 120_000}))
+/**
+ * client.py outside any sandbox, as the tester, inside a systemd scope named like an app's
+ * (`app-flatpak-ID-N.scope`: any user can make one with systemd-run --user --scope).
+ */
+export async function inFakeScope(host: Host, args: string[], n: number): Promise<ClientAnswer> {
+  return answer(await host.exec('systemd-run', ['--scope', '--quiet', `--unit=app-flatpak-${SANDBOX_APP}-${n}`, 'setpriv', `--reuid=${TESTER.uid}`, `--regid=${TESTER.uid}`, '--init-groups', '--', 'python3', `${DIR}/client.py`, ...args], {timeout: 120_000}))
 }
 
 /** Runs client.py in the sandbox while a cancelling agent is registered for its xdg-dbus-proxy; the answer and what the agent was asked. */
