@@ -285,8 +285,13 @@ export async function runManager(options: ManagerOptions): Promise<void> {
 
   // ExtensionChanged, unicast to each connection that asked about that app, when the status word changes.
   let checking = false
+  let rerun = false
   const notify = (onlyApp?: string): void => {
-    if (checking) return
+    if (checking) {
+      // A change during a check: check again when it is done.
+      rerun = true
+      return
+    }
     checking = true
     void (async () => {
       // One status per app, however many of its connections listen.
@@ -309,6 +314,10 @@ export async function runManager(options: ManagerOptions): Promise<void> {
       }
     })().finally(() => {
       checking = false
+      if (rerun) {
+        rerun = false
+        notify()
+      }
     })
   }
   let debounce: NodeJS.Timeout | undefined

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict'
 import {after, before, describe, test} from 'node:test'
 import {FLAVORS, type Host, bootHost, canRunE2e, ensureRoots, fixturePath} from './lib/hosts.js'
 import {builtExtension, copyExtensionInto} from './lib/extension.js'
-import {SANDBOX_APP as APP, inFakeScope, inSandbox, publishSandboxApp, withCancellingAgent} from './lib/sandbox.js'
+import {SANDBOX_APP as APP, answerIn, inFakeScope, inSandbox, publishSandboxApp, startInSandbox, waitForOutput, withCancellingAgent} from './lib/sandbox.js'
 
 const GUEST_EXT = '/srv/sysext-helper-extension'
 const RULE = '/etc/polkit-1/rules.d/50-sysext-helper-test.rules'
@@ -89,6 +89,9 @@ for (const flavor of FLAVORS) {
     })
 
     test('with a polkit rule granting the action: merged, and the app calls its new service from inside the sandbox', async () => {
+      // Another instance of the app listens for ExtensionChanged meanwhile.
+      await startInSandbox(host, ['watch', 'healthy', '90'], '/tmp/watch.out')
+      await waitForOutput(host, '/tmp/watch.out', 'LISTENING', 60)
       const a = await inSandbox(host, ['install'])
       assert.ok(a.ok, `${a.error}: ${a.message}\n${await journal(host)}`)
       assert.equal(a.result!.Name, APP)
@@ -98,6 +101,11 @@ for (const flavor of FLAVORS) {
       const s = await inSandbox(host, ['status'])
       assert.equal(s.result!.State, 'healthy', JSON.stringify(s))
       assert.equal(s.result!.Approved, true)
+      const watched = answerIn(await waitForOutput(host, '/tmp/watch.out'))
+      assert.ok(watched.ok, JSON.stringify(watched))
+      const signals = (watched.result as {first: {State: string}; signals: Array<[string, {State: string}]>})
+      assert.equal(signals.first.State, 'not-installed')
+      assert.deepEqual(signals.signals.map(([app, st]) => [app, st.State]).at(-1), [APP, 'healthy'], JSON.stringify(signals))
     })
 
     test('a tree that confinement refuses is refused through this path too, with the findings', async () => {

@@ -27,11 +27,28 @@ def plain(v):
 cmd, args = sys.argv[1], sys.argv[2:]
 if cmd == 'delay':
     time.sleep(float(args[0])); cmd, args = args[1], args[2:]
+if cmd == 'watch':
+    from dbus.mainloop.glib import DBusGMainLoop
+    DBusGMainLoop(set_as_default=True)
 bus = dbus.SystemBus()
 m = dbus.Interface(bus.get_object('io.github.sysext_helper.Manager1', '/io/github/sysext_helper/Manager1'), 'io.github.sysext_helper.Manager1')
-opts = dbus.Dictionary({k: dbus.String(v, variant_level=1) for k, v in (json.loads(args[0]) if args else {}).items()}, signature='sv')
+opts = dbus.Dictionary({k: dbus.String(v, variant_level=1) for k, v in (json.loads(args[0]) if args and cmd != 'watch' else {}).items()}, signature='sv')
+def watch(state, seconds):
+    # GetStatus makes this connection a listener; then ExtensionChanged until State is 'state'.
+    from gi.repository import GLib
+    loop, seen = GLib.MainLoop(), []
+    def changed(app, status):
+        seen.append([str(app), plain(status)])
+        if str(status.get('State')) == state: loop.quit()
+    bus.add_signal_receiver(changed, 'ExtensionChanged', 'io.github.sysext_helper.Manager1')
+    first = plain(m.GetStatus())
+    print('LISTENING', flush=True)
+    GLib.timeout_add_seconds(int(seconds), loop.quit)
+    loop.run()
+    return {'first': first, 'signals': seen}
 try:
-    if cmd == 'status': r = m.GetStatus()
+    if cmd == 'watch': r = watch(*args)
+    elif cmd == 'status': r = m.GetStatus()
     elif cmd == 'install': r = m.RequestInstall(opts, timeout=600)
     elif cmd == 'remove': r = m.RequestRemoval(opts, timeout=600)
     elif cmd == 'hello': r = bus.call_blocking('org.sysexthelper.Test1', '/org/sysexthelper/Test1', 'org.sysexthelper.Test1', 'Hello', '', [])
@@ -110,7 +127,7 @@ if [ ! -d $R/repo ]; then
   mkdir -p $rt/usr $rt/files
   printf '[Runtime]\nname=org.sysexthelper.PyPlatform\nruntime=org.sysexthelper.PyPlatform/x86_64/1\nsdk=org.sysexthelper.PyPlatform/x86_64/1\n' > $rt/metadata
   py=$(readlink -f /usr/bin/python3); ver=$(basename $py)
-  tar -C / -cf - usr/bin/python3 usr/bin/$ver usr/lib/$ver usr/lib/python3/dist-packages | tar -C $rt -xf -
+  tar -C / -cf - usr/bin/python3 usr/bin/$ver usr/lib/$ver usr/lib/python3/dist-packages usr/lib/x86_64-linux-gnu/girepository-1.0 | tar -C $rt -xf -
   { ldd $py; find /usr/lib/$ver/lib-dynload /usr/lib/python3/dist-packages -name '*.so' -exec ldd {} \; ; } |
     awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\/.*ld-linux/ {print $1}' | sort -u |
     while read -r lib; do
@@ -179,9 +196,29 @@ export async function inFakeScope(host: Host, args: string[], n: number): Promis
   return answer(await host.exec('systemd-run', ['--scope', '--quiet', `--unit=app-flatpak-${SANDBOX_APP}-${n}`, 'setpriv', `--reuid=${TESTER.uid}`, `--regid=${TESTER.uid}`, '--init-groups', '--', 'python3', `${DIR}/client.py`, ...args], {timeout: 120_000}))
 }
 
+/** Starts client.py in the sandbox in the background (as the tester); its answer goes to `out` in the guest. */
+export async function startInSandbox(host: Host, args: string[], out: string): Promise<void> {
+  await host.sh(`rm -f ${out}; cd / && setpriv --reuid=${TESTER.uid} --regid=${TESTER.uid} --init-groups -- env HOME=/home/${TESTER.name} sh -c "${sandboxCommand(args).replace(/"/g, '\\"')} > ${out} 2>&1" < /dev/null > /dev/null 2>&1 &`)
+}
+
+/** Waits for the answer (or `marker`) a background client.py writes to `out`. */
+export async function waitForOutput(host: Host, out: string, marker = '"ok"', seconds = 120): Promise<string> {
+  for (let i = 0; i < seconds * 4; i++) {
+    const text = (await host.sh(`cat ${out} 2>/dev/null`)).stdout
+    if (text.includes(marker)) return text
+    await new Promise((r) => setTimeout(r, 250))
+  }
+  throw new Error(`no ${marker} in ${out}: ${(await host.sh(`cat ${out}`)).stdout}`)
+}
+
+export function answerIn(text: string): ClientAnswer {
+  return answer({stdout: text, stderr: '', exitCode: 0})
+}
+
 /** Runs client.py in the sandbox while a cancelling agent is registered for its xdg-dbus-proxy; the answer and what the agent was asked. */
 export async function withCancellingAgent(host: Host, args: string[]): Promise<{answer: ClientAnswer; asked: string}> {
-  await host.sh(`rm -f /tmp/agent.out /tmp/client.out; cd / && setpriv --reuid=${TESTER.uid} --regid=${TESTER.uid} --init-groups -- env HOME=/home/${TESTER.name} sh -c "${sandboxCommand(['delay', '6', ...args]).replace(/"/g, '\\"')} > /tmp/client.out 2>&1" < /dev/null > /dev/null 2>&1 &`)
+  await host.sh('rm -f /tmp/agent.out')
+  await startInSandbox(host, ['delay', '6', ...args], '/tmp/client.out')
   let proxy = ''
   for (let i = 0; i < 80 && proxy === ''; i++) {
     await new Promise((r) => setTimeout(r, 250))
@@ -189,13 +226,10 @@ export async function withCancellingAgent(host: Host, args: string[]): Promise<{
   }
   if (proxy === '') throw new Error('no xdg-dbus-proxy of the sandbox appeared')
   await host.sh(`setpriv --reuid=${TESTER.uid} --regid=${TESTER.uid} --init-groups -- python3 ${DIR}/agent.py ${proxy} < /dev/null > /tmp/agent.out 2>&1 & echo $! > /tmp/agent.pid`)
-  for (let i = 0; i < 120; i++) {
-    await new Promise((r) => setTimeout(r, 500))
-    const out = (await host.sh('cat /tmp/client.out 2>/dev/null')).stdout
-    if (out.includes('"ok"')) {
-      await host.sh('kill $(cat /tmp/agent.pid)')
-      return {answer: answer({stdout: out, stderr: '', exitCode: 0} as ExecResult), asked: (await host.sh('cat /tmp/agent.out')).stdout}
-    }
+  try {
+    const out = await waitForOutput(host, '/tmp/client.out', '"ok"', 60)
+    return {answer: answerIn(out), asked: (await host.sh('cat /tmp/agent.out')).stdout}
+  } finally {
+    await host.sh('kill $(cat /tmp/agent.pid)')
   }
-  throw new Error(`the sandboxed client never answered; agent: ${(await host.sh('cat /tmp/agent.out')).stdout}`)
 }
