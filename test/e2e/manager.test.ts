@@ -129,5 +129,12 @@ for (const flavor of FLAVORS) {
       const s = await inSandbox(host, ['status'])
       assert.notEqual(s.result?.State, 'healthy', JSON.stringify(s))
     })
+
+    test("the README's Python/GDBus client, run in the sandbox, requests and gets the extension", async () => {
+      await publishSandboxApp(host, '/var/tmp/good')
+      const r = await host.sh(`FLATPAK_BWRAP=/srv/sandbox/bwrap-nouserns flatpak run --system ${APP} /app/bin/readme-example.py`, {user: 'tester', timeout: 600_000})
+      assert.match(r.stdout, /^(merged|installed) org\.sysexthelper\.App$/m, r.stdout + r.stderr)
+      assert.ok((await merged(host)).includes(APP))
+    })
   })
 }

@@ -8,9 +8,9 @@
  * authentication agent (python3-dbus) that cancels every dialog and prints
  * what it was asked, registered for one process.
  */
-import {writeFileSync} from 'node:fs'
+import {readFileSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
-import {type ExecResult, type Host, TESTER} from './hosts.js'
+import {type ExecResult, type Host, REPO_ROOT, TESTER} from './hosts.js'
 
 export const SANDBOX_APP = 'org.sysexthelper.App'
 const DIR = '/srv/sandbox'
@@ -128,7 +128,9 @@ if [ ! -d $R/repo ]; then
   printf '[Runtime]\nname=org.sysexthelper.PyPlatform\nruntime=org.sysexthelper.PyPlatform/x86_64/1\nsdk=org.sysexthelper.PyPlatform/x86_64/1\n' > $rt/metadata
   py=$(readlink -f /usr/bin/python3); ver=$(basename $py)
   tar -C / -cf - usr/bin/python3 usr/bin/$ver usr/lib/$ver usr/lib/python3/dist-packages usr/lib/x86_64-linux-gnu/girepository-1.0 | tar -C $rt -xf -
-  { ldd $py; find /usr/lib/$ver/lib-dynload /usr/lib/python3/dist-packages -name '*.so' -exec ldd {} \; ; } |
+  # gi loads libgio through the Gio typelib (dlopen), not as a link of _gi.so: named here.
+  gio=/usr/lib/x86_64-linux-gnu/libgio-2.0.so.0
+  { ldd $py; find /usr/lib/$ver/lib-dynload /usr/lib/python3/dist-packages -name '*.so' -exec ldd {} \; ; ldd $gio; echo "gio => $gio"; } |
     awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\/.*ld-linux/ {print $1}' | sort -u |
     while read -r lib; do
       case $lib in /usr/*) dest=$lib ;; *) dest=/usr$lib ;; esac
@@ -144,12 +146,21 @@ rm -rf $R/app
 flatpak build-init $R/app ${SANDBOX_APP} org.sysexthelper.PyPlatform org.sysexthelper.PyPlatform 1 >/dev/null
 mkdir -p $R/app/files/lib/extensions $R/app/files/bin
 cp -a "$fixture/usr" $R/app/files/lib/extensions/
-cp $R/client.py $R/app/files/bin/client.py
+cp $R/client.py $R/readme-example.py $R/app/files/bin/
 flatpak build-finish $R/app --command=python3 --system-talk-name=io.github.sysext_helper.Manager1 --system-talk-name=org.sysexthelper.Test1 >/dev/null
 flatpak build-export $R/repo $R/app stable >/dev/null
 if flatpak info --system ${SANDBOX_APP} >/dev/null 2>&1; then flatpak update --system -y --noninteractive ${SANDBOX_APP}
 else flatpak install --system -y --noninteractive sandbox ${SANDBOX_APP}; fi
 `
+
+/** The Python/GDBus client of the README's "Requesting your helper from the app", verbatim. */
+export function readmeExample(): string {
+  const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8')
+  const section = readme.slice(readme.indexOf('## Requesting your helper from the app'))
+  const m = /```python\n([\s\S]*?)```/.exec(section)
+  if (!m) throw new Error('README.md has no python example in "Requesting your helper from the app"')
+  return m[1]
+}
 
 /** Publishes (and installs or updates) the sandboxed test app with `fixture` (a guest path) as its extension. */
 export async function publishSandboxApp(host: Host, fixture: string): Promise<void> {
@@ -158,6 +169,7 @@ export async function publishSandboxApp(host: Host, fixture: string): Promise<vo
   writeFileSync(join(host.root, DIR, 'agent.py'), AGENT)
   writeFileSync(join(host.root, DIR, 'publish.sh'), PUBLISH)
   writeFileSync(join(host.root, DIR, 'bwrap-wrapper.py'), BWRAP_WRAPPER)
+  writeFileSync(join(host.root, DIR, 'readme-example.py'), readmeExample())
   await host.execOk('sh', [`${DIR}/publish.sh`, fixture], {timeout: 600_000})
 }
 
