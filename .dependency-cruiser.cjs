@@ -41,7 +41,7 @@ module.exports = {
     {
       name: 'services-not-cli',
       severity: 'error',
-      comment: 'The privileged services run without the CLI and its model of extensions.',
+      comment: 'The privileged services run without the CLI and its model of extensions: the install service (manager.ts) runs the CLI as a child (cli-run.ts), so install has one implementation.',
       from: {path: area('helper')},
       to: {path: '^src/(commands|cli|sysext|lifecycle)/'},
     },

@@ -159,6 +159,14 @@ export async function buildBundle(repo: string, bundleDir: string, log: (line: s
     log(`bundled the helper service from ${relative(repo, helperEntry)}`)
   } else log(`no helper service entry (dist/src/helper/{${HELPER_ENTRIES.join(',')}}.js): helper.js not built`)
 
+  // The install service (Manager1): run as `node manager.js` by its unit, like helper.js.
+  const managerEntry = join(compiled, 'helper', 'manager-main.js')
+  if (existsSync(managerEntry)) {
+    await bundle(repo, {file: managerEntry}, join(bundleDir, 'manager.js'))
+    chmodSync(join(bundleDir, 'manager.js'), 0o644)
+    log(`bundled the install service from ${relative(repo, managerEntry)}`)
+  }
+
   // oclif reads its config from the package.json next to the entry.
   const oclifConfig = {...pkg.oclif, commands: {strategy: 'explicit', target: './commands.js', identifier: 'COMMANDS'}}
   writeFileMode(join(bundleDir, 'package.json'), `${JSON.stringify({name: pkg.name, version: pkg.version, private: true, type: 'module', files: ['cli.js', 'commands.js', 'oclif.manifest.json'], oclif: oclifConfig}, null, 2)}\n`, 0o644)

@@ -22,7 +22,7 @@ import {type InstallOptions, type InstallResult, install} from './install.js'
 import {DEFAULT_PATHS, type Paths, type TargetKind, readState} from './state.js'
 
 /** What a bundle directory holds (helper.js only when the helper service was built). */
-export const BUNDLE_FILES = ['cli.js', 'commands.js', 'helper.js', 'uwrap.node', 'package.json', 'oclif.manifest.json']
+export const BUNDLE_FILES = ['cli.js', 'commands.js', 'helper.js', 'manager.js', 'uwrap.node', 'package.json', 'oclif.manifest.json']
 
 /**
  * Files to copy from templates/: for every component directory, each entry whose path

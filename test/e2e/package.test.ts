@@ -37,7 +37,7 @@ for (const flavor of FLAVORS) {
       const result = JSON.parse(r.stdout)
       assert.equal(result.name, 'sysext-helper')
       assert.equal(result.mode, 'stage')
-      assert.deepEqual(result.verification.busNames, [{name: 'io.github.sysext_helper.Monitor1', ok: true}])
+      assert.deepEqual(result.verification.busNames, [{name: 'io.github.sysext_helper.Manager1', ok: true}, {name: 'io.github.sysext_helper.Monitor1', ok: true}])
       // The assembled tree was a temporary: the merged one is the stage.
       assert.notEqual((await host.sh(`test -e ${result.source.path}`)).exitCode, 0)
       await host.execOk('rm', ['-rf', PREFIX])

@@ -58,7 +58,7 @@ describe('the npm package', () => {
     const plan = JSON.parse(r.stdout)
     assert.equal(plan.name, 'sysext-helper')
     assert.match(plan.source.path, /sysext-helper-self-.*\/tree$/)
-    assert.deepEqual(plan.declarations.busNames.map((b: {name: string}) => b.name), ['io.github.sysext_helper.Monitor1'])
+    assert.deepEqual(plan.declarations.busNames.map((b: {name: string}) => b.name), ['io.github.sysext_helper.Manager1', 'io.github.sysext_helper.Monitor1'])
     assert.doesNotMatch(r.stderr, /build:extension|npm run/)
   })
 })

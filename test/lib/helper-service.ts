@@ -5,6 +5,7 @@ import {REPO_ROOT} from './fixtures.js'
 import {NOBODY} from './private-bus.js'
 
 export const HELPER_MAIN = join(REPO_ROOT, 'dist/src/helper/main.js')
+export const MANAGER_MAIN = join(REPO_ROOT, 'dist/src/helper/manager-main.js')
 
 export interface Service {
   child: ChildProcess
@@ -13,8 +14,9 @@ export interface Service {
   exit: Promise<number | null>
 }
 
-export function startService(address: string, extra: string[] = []): Service {
-  const child = spawn('setpriv', [`--reuid=${NOBODY.uid}`, `--regid=${NOBODY.gid}`, '--clear-groups', '--', process.execPath, HELPER_MAIN, '--test-mode', '--address', address, ...extra], {
+/** `main`: the monitor (default) or the install service (MANAGER_MAIN). */
+export function startService(address: string, extra: string[] = [], main = HELPER_MAIN): Service {
+  const child = spawn('setpriv', [`--reuid=${NOBODY.uid}`, `--regid=${NOBODY.gid}`, '--clear-groups', '--', process.execPath, main, '--test-mode', '--address', address, ...extra], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: {...process.env, HOME: '/'},
   })

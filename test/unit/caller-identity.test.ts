@@ -20,11 +20,11 @@ function fakeProc(pid: number, opts: {uid: number; start?: string; flatpakInfo?:
 }
 
 describe('caller identity', () => {
-  it("reads the app id from the caller's /.flatpak-info, pinned by start time without a pidfd", () => {
+  it("reads the app id from the caller's /.flatpak-info, read through an fd of its /proc directory without a pidfd", () => {
     const proc = fakeProc(4242, {uid: 1000, flatpakInfo: '[Application]\nname=org.example.App\nruntime=x\n\n[Instance]\ninstance-id=1\n', cgroup: '0::/user.slice/app-flatpak-org.example.App-77.scope\n'})
     const id = flatpakIdentity(4242, 1000, undefined, proc)
-    assert.deepEqual(id, {flatpakApp: 'org.example.App', pinned: 'start-time', scopeApp: 'org.example.App'})
-    assert.equal(describeIdentity({uid: 1000, pid: 4242, ...id}), 'uid=1000 pid=4242 app=org.example.App identity=start-time')
+    assert.deepEqual(id, {flatpakApp: 'org.example.App', pinned: 'procfd', scopeApp: 'org.example.App'})
+    assert.equal(describeIdentity({uid: 1000, pid: 4242, ...id}), 'uid=1000 pid=4242 app=org.example.App identity=procfd')
   })
 
   it('a user-made app-flatpak-FAKE-1.scope is only a cross-check: no app id without /.flatpak-info', () => {

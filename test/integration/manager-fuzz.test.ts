@@ -1,0 +1,142 @@
+/**
+ * Fuzzing the install service on a private bus, like any root daemon every
+ * user can reach: wrong signatures, fd indexes beyond the attached fds,
+ * floods of fds, huge arguments, truncated and mutated bodies, unsolicited
+ * replies and signals, and many concurrent callers. It stays up, answers
+ * Peer.Ping, and its open fd count comes back to the baseline. Seeded
+ * (FUZZ_SEED=N for another run).
+ */
+import assert from 'node:assert/strict'
+import {closeSync, openSync, readdirSync} from 'node:fs'
+import {after, before, describe, it} from 'node:test'
+import dbus from 'dbus-next'
+import {BusConnection} from '../../src/capture/connection.js'
+import {MANAGER_BUS_NAME, MANAGER_INTERFACE, MANAGER_OBJECT_PATH} from '../../src/helper/constants.js'
+import {CLI} from '../lib/fixtures.js'
+import {MANAGER_MAIN, type Service, startService} from '../lib/helper-service.js'
+import {NOBODY, type PrivateBus, connectClient, startPrivateBus} from '../lib/private-bus.js'
+import {type RawMessageSpec, type RawValue, body, rawMessage} from '../lib/raw-message.js'
+
+const SEED = Number(process.env.FUZZ_SEED ?? 13)
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+function prng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+const TARGET = {destination: MANAGER_BUS_NAME, path: MANAGER_OBJECT_PATH}
+const METHOD = (member: string) => ({...TARGET, interface: MANAGER_INTERFACE, member})
+
+describe('the install service under fuzzing', {timeout: 240_000}, () => {
+  let bus: PrivateBus
+  let service: Service
+  let pinger: dbus.MessageBus
+  const spare: number[] = []
+  let conn: BusConnection | null = null
+  let reconnects = 0
+  const fdCount = (): number => readdirSync(`/proc/${service.child.pid}/fd`).length
+  const alive = (): boolean => service.child.exitCode === null && service.child.signalCode === null
+  const ping = async (): Promise<void> => {
+    assert.ok(alive(), `the service exited; its log:\n${service.log()}`)
+    let timer: NodeJS.Timeout | undefined
+    try {
+      await Promise.race([
+        pinger.call(new dbus.Message({destination: MANAGER_BUS_NAME, path: '/', interface: 'org.freedesktop.DBus.Peer', member: 'Ping'})),
+        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no Ping answer; service log:\n${service.log()}`)), 20_000))),
+      ])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+  const send = async (spec: Omit<RawMessageSpec, 'serial'>, fds: number[] = []): Promise<void> => {
+    if (!conn || conn.isClosed) {
+      if (conn) reconnects++
+      conn = await BusConnection.open(bus.address, {unixFd: true})
+    }
+    try {
+      await conn.sendRaw(rawMessage({...spec, serial: conn.nextSerial()}), fds)
+    } catch {
+      // the bus closed the connection: the next send reconnects
+    }
+  }
+  const barrier = async (): Promise<void> => {
+    if (conn && !conn.isClosed) await conn.callDriver('GetId').catch(() => undefined)
+  }
+
+  before(async () => {
+    bus = await startPrivateBus({uid: NOBODY.uid, gid: NOBODY.gid})
+    service = startService(bus.address, ['--idle-timeout', '600', '--cli', CLI, '--policy', '/nonexistent/policy.conf'], MANAGER_MAIN)
+    await service.waitForLog(/ready on/)
+    pinger = await connectClient(bus.address)
+    for (let i = 0; i < 16; i++) spare.push(openSync('/dev/null', 'r'))
+  })
+  after(async () => {
+    for (const fd of spare) closeSync(fd)
+    conn?.close()
+    pinger?.disconnect()
+    if (service && alive()) {
+      service.child.kill('SIGTERM')
+      await service.exit
+    }
+    await bus?.stop()
+  })
+
+  it('survives everything a client can send, answers Ping, and closes every fd it received', async () => {
+    await send({...METHOD('GetStatus'), unixFds: 2}, spare.slice(0, 2))
+    await send({...TARGET, interface: 'org.freedesktop.DBus.Introspectable', member: 'Introspect', unixFds: 1}, spare.slice(0, 1))
+    await barrier()
+    await ping()
+    await sleep(1500)
+    const baseline = fdCount()
+    const rand = prng(SEED)
+    const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]
+    const variant = (): {variant: string; value: RawValue} => pick([{variant: 's', value: 'org.example.App'}, {variant: 'u', value: 0}, {variant: 'as', value: ['a']}, {variant: 'h', value: 3}, {variant: 's', value: 'x'.repeat(100_000)}])
+    const shapes: Array<() => [Omit<RawMessageSpec, 'serial'>, number[]]> = [
+      () => [{...METHOD(pick(['RequestInstall', 'RequestRemoval'])), signature: 'a{sv}', body: body('a{sv}', [[[pick(['AppId', 'Target', 'Bogus', '']), variant()]]])}, []],
+      () => [{...METHOD(pick(['GetStatus', 'RequestInstall', 'RequestRemoval', 'Nope'])), signature: pick(['', 's', 'h', 'a{sv}h', 'ha{sv}']), unixFds: 1, body: body('h', [Math.floor(rand() * 1000)])}, spare.slice(0, 1)],
+      () => [{...METHOD('RequestInstall'), signature: 'a{sv}', unixFds: 3, body: body('a{sv}', [[]])}, spare.slice(0, 1)],
+      () => [{...METHOD('GetStatus'), unixFds: 16}, spare],
+      () => [{...METHOD('RequestInstall'), signature: 'a{sv}', body: body('a{sv}', [Array.from({length: 50_000}, (_, i) => [`K${i}`, {variant: 'u', value: i}])])}, []],
+      () => [{...METHOD('RequestInstall'), signature: 'ay', unixFds: 4, body: body('ay', [Buffer.alloc(2 * 1024 * 1024, 1)])}, spare.slice(0, 4)],
+      () => [{...METHOD('RequestInstall'), signature: 'a{sv}', body: body('u', [7])}, []],
+      () => [{...TARGET, interface: 'org.freedesktop.DBus.Properties', member: 'Get', signature: pick(['ss', 's']), body: body('ss', [MANAGER_INTERFACE, pick(['Version', '__proto__', 'x'])])}, []],
+      () => [{type: pick([2, 3]), destination: MANAGER_BUS_NAME, replySerial: Math.floor(rand() * 10), errorName: 'x.y.Z', signature: 'h', unixFds: 2, body: body('h', [1])}, spare.slice(0, 2)],
+      () => [{type: 4, destination: MANAGER_BUS_NAME, path: '/', interface: 'org.freedesktop.DBus', member: 'NameOwnerChanged', signature: 'sss', body: body('sss', [':1.1', ':1.1', ''])}, []],
+      () => [{...METHOD('GetStatus'), flags: 1, unixFds: 1}, spare.slice(0, 1)],
+    ]
+    for (let round = 0; round < 5; round++) {
+      for (let i = 0; i < 60; i++) {
+        const [spec, fds] = shapes[Math.floor(rand() * shapes.length)]()
+        await send(spec, fds)
+      }
+      for (let i = 0; i < 30; i++) {
+        const b = body('a{sv}', [[['AppId', {variant: 's', value: 'org.example.App'}]]])
+        for (let k = 0; k < 1 + Math.floor(rand() * 3); k++) b[Math.floor(rand() * b.length)] = Math.floor(rand() * 256)
+        await send({...METHOD('RequestInstall'), signature: 'a{sv}', body: b}, [])
+      }
+      await barrier()
+      await ping()
+    }
+    // Many concurrent callers at once, each with more calls than it may have waiting.
+    const clients = await Promise.all(Array.from({length: 40}, () => connectClient(bus.address)))
+    await Promise.all(clients.flatMap((c) => [0, 1, 2, 3].map(() => c.call(new dbus.Message({...METHOD('RequestInstall'), signature: 'a{sv}', body: [{}]})).catch(() => undefined))))
+    for (const c of clients) c.disconnect()
+    conn?.close()
+    await ping()
+    let now = fdCount()
+    for (let i = 0; i < 150 && now > baseline; i++) {
+      await sleep(100)
+      now = fdCount()
+    }
+    assert.equal(now, baseline, `open fds: ${now}, baseline ${baseline}; service log:\n${service.log().slice(-4000)}`)
+    assert.doesNotMatch(service.log(), /^fatal:/m)
+    console.log(`# fuzz seed ${SEED}: ${reconnects} reconnects; fds ${baseline} -> ${now}`)
+  })
+})
