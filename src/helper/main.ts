@@ -6,7 +6,7 @@
  * --max-duration S.
  */
 import {parseArgs} from 'node:util'
-import {HelperError} from '../errors.js'
+import {runServiceMain} from './bus-service.js'
 import {runService} from './service.js'
 
 const {values} = parseArgs({
@@ -21,17 +21,9 @@ const {values} = parseArgs({
   strict: true,
 })
 
-// A crash must leave a trace in the journal; the unit's restart-on-activation brings the service back.
-for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
-  process.on(event, (err: unknown) => {
-    process.stderr.write(`fatal: ${(err as Error)?.stack ?? String(err)}\n`)
-    process.exit(1)
-  })
-}
-
 const num = (v: string | undefined): number | undefined => (v === undefined ? undefined : Number(v))
 
-try {
+await runServiceMain('HELPER_FAILED', async () => {
   await runService({
     address: values.address,
     testMode: values['test-mode'] === true,
@@ -40,9 +32,4 @@ try {
       Object.entries({perUid: num(values['max-per-uid']), total: num(values['max-total']), maxDurationSeconds: num(values['max-duration'])}).filter(([, v]) => v !== undefined),
     ),
   })
-  process.exit(0)
-} catch (err) {
-  const e = err instanceof HelperError ? err : new HelperError('HELPER_FAILED', (err as Error).message)
-  process.stderr.write(`Error: ${e.message}\n${e.hint ? `Hint: ${e.hint}\n` : ''}`)
-  process.exit(e.exit)
-}
+})

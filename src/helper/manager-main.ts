@@ -9,7 +9,7 @@
 import {existsSync} from 'node:fs'
 import {fileURLToPath} from 'node:url'
 import {parseArgs} from 'node:util'
-import {HelperError} from '../errors.js'
+import {runServiceMain} from './bus-service.js'
 import {runManager} from './manager.js'
 import {POLICY_PATH} from './policy.js'
 
@@ -24,19 +24,12 @@ const {values} = parseArgs({
   strict: true,
 })
 
-for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
-  process.on(event, (err: unknown) => {
-    process.stderr.write(`fatal: ${(err as Error)?.stack ?? String(err)}\n`)
-    process.exit(1)
-  })
-}
-
 // In the extension this file is manager.js next to cli.js; in a checkout dist/src/helper/ is two levels below bin/run.js's dist.
 const bundled = fileURLToPath(new URL('./cli.js', import.meta.url))
 const checkout = fileURLToPath(new URL('../../../bin/run.js', import.meta.url))
 const script = values.cli ?? (existsSync(bundled) ? bundled : checkout)
 
-try {
+await runServiceMain('MANAGER_FAILED', async () => {
   await runManager({
     address: values.address,
     testMode: values['test-mode'] === true,
@@ -45,9 +38,4 @@ try {
     policyPath: values.policy!,
     watchDirs: ['/run/extensions', '/var/lib/extensions', '/etc/extensions', '/var/lib/sysext-helper'],
   })
-  process.exit(0)
-} catch (err) {
-  const e = err instanceof HelperError ? err : new HelperError('MANAGER_FAILED', (err as Error).message)
-  process.stderr.write(`Error: ${e.message}\n${e.hint ? `Hint: ${e.hint}\n` : ''}`)
-  process.exit(e.exit)
-}
+})

@@ -13,12 +13,11 @@
 import {watch, type FSWatcher} from 'node:fs'
 import dbus from 'dbus-next'
 import '../capture/usocket-safe.js' // dbus-next's sockets are usockets too
-import {HelperError} from '../errors.js'
 import {findApp, looksLikeAppId} from '../flatpak/installations.js'
 import {checkAuthorization} from './authorize.js'
 import {type CallerIdentity, callerIdentity, describeIdentity} from './caller-identity.js'
 import {type CliCommand, type CliError, type CliOutcome, runCli} from './cli-run.js'
-import {setGuardLog, undecodableReason} from './dbus-guard.js'
+import {InFlight, STANDARD_INTERFACES, serve, serviceFrame} from './bus-service.js'
 import {MANAGER_ACTION_ANY, MANAGER_ACTION_APP, MANAGER_BUS_NAME, MANAGER_INTERFACE, MANAGER_OBJECT_PATH, ManagerErrors} from './constants.js'
 import {readPolicy} from './policy.js'
 
@@ -61,14 +60,7 @@ export const MANAGER_INTROSPECTION = `<!DOCTYPE node PUBLIC "-//freedesktop//DTD
     </signal>
     <property name="Version" type="u" access="read"/>
   </interface>
-  <interface name="org.freedesktop.DBus.Properties">
-    <method name="Get"><arg type="s" direction="in"/><arg type="s" direction="in"/><arg type="v" direction="out"/></method>
-    <method name="GetAll"><arg type="s" direction="in"/><arg type="a{sv}" direction="out"/></method>
-  </interface>
-  <interface name="org.freedesktop.DBus.Introspectable">
-    <method name="Introspect"><arg type="s" direction="out"/></method>
-  </interface>
-</node>
+${STANDARD_INTERFACES}</node>
 `
 
 /** A refusal for the caller: D-Bus error name and text. */
@@ -77,8 +69,6 @@ class Refusal extends Error {
     super(message)
   }
 }
-
-const NO_REPLY_EXPECTED = 1
 const v = (sig: string, value: unknown): dbus.Variant => new dbus.Variant(sig, value)
 const strings = (x: unknown): string[] => (Array.isArray(x) ? x.map(String) : [])
 
@@ -107,47 +97,22 @@ export function dialogDetails(app: string, dry: Record<string, unknown>, extras:
 }
 
 export async function runManager(options: ManagerOptions): Promise<void> {
-  const uid = process.getuid?.() ?? 0
-  if (options.testMode && uid === 0)
-    throw new HelperError('MANAGER_TEST_MODE_AS_ROOT', 'Refusing to run the install service in test mode as root: test mode skips polkit.', {hint: 'Run test mode as an ordinary user on a private bus (e.g. setpriv --reuid=nobody).', exit: 1})
-  if (!options.testMode && options.address !== undefined) throw new HelperError('MANAGER_ADDRESS_NEEDS_TEST_MODE', 'A bus address is only accepted in test mode.', {exit: 2})
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`))
-  setGuardLog((line) => log(`message guard: ${line}`))
-  const bus = options.address ? dbus.sessionBus({busAddress: options.address, negotiateUnixFd: true} as dbus.SessionBusOptions) : dbus.systemBus({negotiateUnixFd: true})
-  let fatal: Error | undefined
-  let finish!: () => void
-  const finished = new Promise<void>((resolve) => (finish = resolve))
-  bus.on('error', (err: Error) => {
-    log(`fatal: bus connection failed: ${err.message}`)
-    fatal = err
-    finish()
-  })
-
-  const send = (msg: dbus.Message, make: () => dbus.Message): void => {
-    if ((msg.flags & NO_REPLY_EXPECTED) !== 0) return
-    try {
-      bus.send(make())
-    } catch (err) {
-      log(`could not answer ${msg.interface}.${msg.member} from ${msg.sender}: ${(err as Error).message}`)
-    }
-  }
-  const reply = (msg: dbus.Message, signature?: string, body?: unknown[]): void => send(msg, () => dbus.Message.newMethodReturn(msg, signature, body))
-  const fail = (msg: dbus.Message, name: string, text: string): void => send(msg, () => dbus.Message.newError(msg as unknown as string, name, text))
+  const frameOptions = {what: 'the install service', code: 'MANAGER', address: options.address, testMode: options.testMode, log}
+  const frame = serviceFrame(frameOptions)
+  const {bus, reply, fail} = frame
 
   // Apps that asked, by connection: told when their extension's status changes.
   const watchers = new Map<string, {app: string; last: string}>()
-  const inFlight = new Map<string, number>()
-  let inFlightTotal = 0
-  const perCaller = options.inFlightPerCaller ?? 2
-  const total = options.inFlightTotal ?? 16
+  const inFlight = new InFlight(options.inFlightPerCaller ?? 2, options.inFlightTotal ?? 16)
   let idleTimer: NodeJS.Timeout | undefined
   const armIdle = (): void => {
     clearTimeout(idleTimer)
-    if (inFlightTotal > 0 || watchers.size > 0) return
+    if (inFlight.total > 0 || watchers.size > 0) return
     idleTimer = setTimeout(() => {
       log('idle: exiting')
       bus.disconnect()
-      finish()
+      frame.finish()
     }, options.idleTimeoutMs)
   }
 
@@ -161,6 +126,15 @@ export async function runManager(options: ManagerOptions): Promise<void> {
     if (named === undefined)
       throw new Refusal(ManagerErrors.NotAnApp, `The caller is not a Flatpak app (identity: ${identity.pinned}${identity.scopeApp ? `; a cgroup scope named ${identity.scopeApp} is not proof` : ''}); only a Flatpak app's own request needs no AppId. A process outside a sandbox must name AppId, under ${MANAGER_ACTION_ANY}.`)
     return {app: named, action: MANAGER_ACTION_ANY, own: false}
+  }
+
+  /** A request's options and whom it is for; refused when the admin disabled the apps' own requests. */
+  const request = (msg: dbus.Message, identity: CallerIdentity, fix?: (app: string) => string): {opts: ReturnType<typeof requestOptions>; who: ReturnType<typeof subject>} => {
+    const opts = requestOptions(msg.body[0])
+    const who = subject(identity, opts.appId)
+    if (who.own && readPolicy(options.policyPath, log).mode === 'disabled')
+      throw new Refusal(ManagerErrors.Disabled, `App requests are disabled by the administrator (${options.policyPath}: Mode=disabled)${fix?.(who.app) ?? ''}.`)
+    return {opts, who}
   }
 
   const requestOptions = (raw: unknown): {appId?: string; target: string} => {
@@ -242,10 +216,7 @@ export async function runManager(options: ManagerOptions): Promise<void> {
       signature: 'a{sv}',
       usage: 'RequestInstall takes (a{sv} options): AppId (non-Flatpak callers only), Target.',
       run: async (msg, identity) => {
-        const opts = requestOptions(msg.body[0])
-        const who = subject(identity, opts.appId)
-        if (who.own && readPolicy(options.policyPath, log).mode === 'disabled')
-          throw new Refusal(ManagerErrors.Disabled, `App requests are disabled by the administrator (${options.policyPath}: Mode=disabled); ask them to run 'sysext-helper install ${who.app}'.`)
+        const {opts, who} = request(msg, identity, (app) => `; ask them to run 'sysext-helper install ${app}'`)
         // Validation and confinement first: a refused tree is refused before anybody is asked.
         const dry = await cli(['install', who.app, '--target', opts.target, '--dry-run'])
         if (!dry.ok) throw refusalOf(dry.error)
@@ -268,10 +239,7 @@ export async function runManager(options: ManagerOptions): Promise<void> {
       signature: 'a{sv}',
       usage: 'RequestRemoval takes (a{sv} options): AppId (non-Flatpak callers only).',
       run: async (msg, identity) => {
-        const opts = requestOptions(msg.body[0])
-        const who = subject(identity, opts.appId)
-        if (who.own && readPolicy(options.policyPath, log).mode === 'disabled')
-          throw new Refusal(ManagerErrors.Disabled, `App requests are disabled by the administrator (${options.policyPath}: Mode=disabled).`)
+        const {who} = request(msg, identity)
         await authorize(msg, who, {app_id: who.app, extension: who.app, bus_names: 'removed', units: 'removed', polkit_actions: 'removed', extras: 'removed', target: 'all'}, identity, 'RequestRemoval')
         log(`RequestRemoval: removing ${who.app} for ${describeIdentity(identity)} action=${who.action}`)
         // revoke: the consent goes with the extension, so sync does not merge it again.
@@ -336,13 +304,11 @@ export async function runManager(options: ManagerOptions): Promise<void> {
   const dispatch = (msg: dbus.Message, method: (typeof methods)[string]): void => {
     if ((msg.signature ?? '') !== method.signature) return fail(msg, ManagerErrors.InvalidArgs, method.usage)
     const sender = msg.sender
-    const mine = inFlight.get(sender) ?? 0
-    if (mine >= perCaller || inFlightTotal >= total) {
-      log(`refused (in-flight calls): sender=${sender} in-flight-for-sender=${mine} in-flight=${inFlightTotal}`)
-      return fail(msg, ManagerErrors.LimitsExceeded, `Too many calls waiting (${mine} from ${sender}, ${inFlightTotal} in total; limits ${perCaller} and ${total}).`)
+    const slot = inFlight.take(sender)
+    if ('refused' in slot) {
+      log(`refused (in-flight calls): ${slot.refused}`)
+      return fail(msg, ManagerErrors.LimitsExceeded, `Too many calls waiting (${slot.refused}).`)
     }
-    inFlight.set(sender, mine + 1)
-    inFlightTotal++
     clearTimeout(idleTimer)
     void (async () => {
       let identity: CallerIdentity
@@ -364,76 +330,32 @@ export async function runManager(options: ManagerOptions): Promise<void> {
         fail(msg, ManagerErrors.Failed, (err as Error).message)
       }
     })().finally(() => {
-      inFlightTotal--
-      const left = (inFlight.get(sender) ?? 1) - 1
-      if (left > 0) inFlight.set(sender, left)
-      else inFlight.delete(sender)
+      slot.release()
       armIdle()
     })
   }
 
-  const handle = (msg: dbus.Message): boolean => {
-    const undecodable = undecodableReason()
-    if (undecodable !== null) {
-      log(`refused an undecodable call ${msg.interface ?? ''}.${msg.member ?? ''} from ${msg.sender}: ${undecodable}`)
-      fail(msg, ManagerErrors.InvalidArgs, `The call could not be read: ${undecodable}.`)
-      return true
-    }
-    if (msg.path !== MANAGER_OBJECT_PATH) return false
-    if (msg.interface === MANAGER_INTERFACE && Object.hasOwn(methods, msg.member ?? '')) {
-      dispatch(msg, methods[msg.member!])
-      return true
-    }
-    switch (`${msg.interface}.${msg.member}`) {
-      case 'org.freedesktop.DBus.Properties.Get':
-        if (msg.signature === 'ss' && msg.body[0] === MANAGER_INTERFACE && msg.body[1] === 'Version') reply(msg, 'v', [v('u', 1)])
-        else fail(msg, ManagerErrors.InvalidArgs, `No property ${msg.body?.[0]}.${msg.body?.[1]}.`)
-        return true
-      case 'org.freedesktop.DBus.Properties.GetAll':
-        if (msg.signature !== 's') fail(msg, ManagerErrors.InvalidArgs, 'GetAll takes (s interface).')
-        else reply(msg, 'a{sv}', [msg.body[0] === MANAGER_INTERFACE ? {Version: v('u', 1)} : {}])
-        return true
-      case 'org.freedesktop.DBus.Introspectable.Introspect':
-        reply(msg, 's', [MANAGER_INTROSPECTION])
-        return true
-      default:
-        return false
-    }
-  }
-
-  bus.addMethodHandler((msg: dbus.Message): boolean => {
-    try {
-      return handle(msg)
-    } catch (err) {
-      log(`error handling ${msg.interface}.${msg.member} from ${msg.sender}: ${(err as Error).message}`)
-      fail(msg, ManagerErrors.Failed, 'The service could not handle the call.')
-      return true
-    }
-  })
-
-  // A connection that leaves is no longer told about changes.
-  bus.on('message', (msg: dbus.Message) => {
-    if (msg.type !== dbus.MessageType.SIGNAL || msg.member !== 'NameOwnerChanged' || msg.sender !== 'org.freedesktop.DBus' || msg.signature !== 'sss') return
-    const [name, , newOwner] = msg.body as [string, string, string]
-    if (newOwner === '' && name.startsWith(':') && watchers.delete(name)) armIdle()
-  })
-
   try {
-    await bus.call(new dbus.Message({
-      destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member: 'AddMatch',
-      signature: 's', body: ["type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged'"],
-    }))
-    const got = await bus.requestName(MANAGER_BUS_NAME, dbus.NameFlag.DO_NOT_QUEUE)
-    if (got !== dbus.RequestNameReply.PRIMARY_OWNER) throw new Error(`${MANAGER_BUS_NAME} is already owned`)
+    await serve(frame, {
+      name: MANAGER_BUS_NAME, path: MANAGER_OBJECT_PATH, interface: MANAGER_INTERFACE, introspection: MANAGER_INTROSPECTION,
+      properties: () => ({Version: v('u', 1)}), errors: ManagerErrors,
+      call: (msg) => {
+        if (!Object.hasOwn(methods, msg.member ?? '')) return false
+        dispatch(msg, methods[msg.member!])
+        return true
+      },
+      // A connection that leaves is no longer told about changes.
+      peerLeft: (name) => {
+        if (watchers.delete(name)) armIdle()
+      },
+    }, frameOptions)
   } catch (err) {
-    bus.disconnect()
     for (const w of fsWatchers) w.close()
-    throw new HelperError('MANAGER_START_FAILED', `The install service could not start: ${(err as Error).message}.`, {cause: err})
+    throw err
   }
-  log(`ready on ${options.testMode ? `${options.address} (test mode: polkit skipped)` : 'the system bus'} as ${MANAGER_BUS_NAME}`)
   armIdle()
-  await finished
+  await frame.finished
   for (const w of fsWatchers) w.close()
   clearTimeout(debounce)
-  if (fatal) throw new HelperError('MANAGER_BUS_LOST', `The install service lost its bus connection: ${fatal.message}.`, {cause: fatal})
+  frame.throwIfBusLost()
 }

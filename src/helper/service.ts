@@ -12,7 +12,8 @@ import {type CaptureSummary, capture} from '../capture/capture.js'
 import {HelperError} from '../errors.js'
 import {checkAuthorization} from './authorize.js'
 import {type CallerIdentity, callerIdentity, describeIdentity} from './caller-identity.js'
-import {claimFd, setGuardLog, undecodableReason} from './dbus-guard.js'
+import {InFlight, STANDARD_INTERFACES, serve, serviceFrame} from './bus-service.js'
+import {claimFd} from './dbus-guard.js'
 import {HELPER_BUS_NAME, HELPER_INTERFACE, HELPER_OBJECT_PATH, HELPER_OPTIONS, HelperErrors} from './constants.js'
 import {DEFAULT_LIMITS, type HelperLimits, InvalidOption, type VariantLike, parseOptions} from './options.js'
 
@@ -53,14 +54,7 @@ export const INTROSPECTION = `<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS O
     <property name="SupportedOptions" type="as" access="read"/>
     <property name="Version" type="u" access="read"/>
   </interface>
-  <interface name="org.freedesktop.DBus.Properties">
-    <method name="Get"><arg type="s" direction="in"/><arg type="s" direction="in"/><arg type="v" direction="out"/></method>
-    <method name="GetAll"><arg type="s" direction="in"/><arg type="a{sv}" direction="out"/></method>
-  </interface>
-  <interface name="org.freedesktop.DBus.Introspectable">
-    <method name="Introspect"><arg type="s" direction="out"/></method>
-  </interface>
-</node>
+${STANDARD_INTERFACES}</node>
 `
 
 function properties(): Record<string, dbus.Variant> {
@@ -89,9 +83,6 @@ function who(c: ActiveCapture): string {
   return `${describeIdentity(c.identity)} sender=${c.owner}`
 }
 
-/** The NO_REPLY_EXPECTED header flag. */
-const NO_REPLY_EXPECTED = 1
-
 function closeQuietly(fd: number): void {
   try {
     closeSync(fd)
@@ -102,40 +93,20 @@ function closeQuietly(fd: number): void {
 
 /** Runs until idle for idleTimeoutMs; resolves then. */
 export async function runService(options: ServiceOptions): Promise<void> {
-  const uid = process.getuid?.() ?? 0
-  if (options.testMode && uid === 0) {
-    throw new HelperError('HELPER_TEST_MODE_AS_ROOT', 'Refusing to run the monitor helper in test mode as root: test mode skips polkit.', {
-      hint: 'Run test mode as an ordinary user on a private bus (e.g. setpriv --reuid=nobody).',
-      exit: 1,
-    })
-  }
-  if (!options.testMode && options.address !== undefined) {
-    throw new HelperError('HELPER_ADDRESS_NEEDS_TEST_MODE', 'A bus address is only accepted in test mode.', {exit: 2})
-  }
   const limits: HelperLimits = {...DEFAULT_LIMITS, ...options.limits}
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`))
-  setGuardLog((line) => log(`message guard: ${line}`))
   const captureAddress = options.address ?? busAddress('system')
-  const bus = options.address
-    ? dbus.sessionBus({busAddress: options.address, negotiateUnixFd: true} as dbus.SessionBusOptions)
-    : dbus.systemBus({negotiateUnixFd: true})
-
-  bus.on('error', (err: Error) => {
-    // Without its bus connection the service is useless: say why and stop.
-    log(`fatal: bus connection failed: ${err.message}`)
-    for (const entry of active.values()) entry.controller.abort('stopped')
-    fatal = err
-    finish()
-  })
-  let fatal: Error | undefined
-
+  const frameOptions = {what: 'the monitor helper', code: 'HELPER', address: options.address, testMode: options.testMode, log}
   const active = new Map<string, ActiveCapture>()
+  const frame = serviceFrame(frameOptions, () => {
+    for (const entry of active.values()) entry.controller.abort('stopped')
+  })
+  const {bus, reply, fail} = frame
+
   let reserved = 0
   const reservedByUid = new Map<number, number>()
   let nextId = 1
   let idleTimer: NodeJS.Timeout | undefined
-  let finish!: () => void
-  const finished = new Promise<void>((resolve) => (finish = resolve))
 
   const armIdle = (): void => {
     clearTimeout(idleTimer)
@@ -143,25 +114,12 @@ export async function runService(options: ServiceOptions): Promise<void> {
     idleTimer = setTimeout(() => {
       log('idle: exiting')
       bus.disconnect()
-      finish()
+      frame.finish()
     }, options.idleTimeoutMs)
   }
 
-  // Answers never throw: a reply that cannot be sent is logged, and callers that asked for no reply get none.
-  const send = (msg: dbus.Message, make: () => dbus.Message): void => {
-    if ((msg.flags & NO_REPLY_EXPECTED) !== 0) return
-    try {
-      bus.send(make())
-    } catch (err) {
-      log(`could not answer ${msg.interface}.${msg.member} from ${msg.sender}: ${(err as Error).message}`)
-    }
-  }
-  const reply = (msg: dbus.Message, signature?: string, body?: unknown[]): void => send(msg, () => dbus.Message.newMethodReturn(msg, signature, body))
-  const fail = (msg: dbus.Message, name: string, text: string): void => send(msg, () => dbus.Message.newError(msg as unknown as string, name, text))
-
   // Start calls waiting for credentials or polkit (which may wait for a password): bounded per caller and in total.
-  const inFlight = new Map<string, number>()
-  let inFlightTotal = 0
+  const inFlight = new InFlight(limits.inFlightPerCaller, limits.inFlightTotal)
 
   const release = (id: number): void => {
     reserved--
@@ -285,98 +243,41 @@ export async function runService(options: ServiceOptions): Promise<void> {
     const fd = msg.body[0]
     if (!claimFd(fd)) return fail(msg, HelperErrors.InvalidArgs, 'The output fd did not come with the message.')
     const sender = msg.sender
-    const mine = inFlight.get(sender) ?? 0
-    if (mine >= limits.inFlightPerCaller || inFlightTotal >= limits.inFlightTotal) {
+    const slot = inFlight.take(sender)
+    if ('refused' in slot) {
       closeQuietly(fd)
-      log(`refused (in-flight calls): sender=${sender} in-flight-for-sender=${mine} in-flight=${inFlightTotal}`)
-      return fail(msg, HelperErrors.LimitsExceeded, `Too many Start calls waiting (${mine} from ${sender}, ${inFlightTotal} in total; limits ${limits.inFlightPerCaller} and ${limits.inFlightTotal}).`)
-    }
-    inFlight.set(sender, mine + 1)
-    inFlightTotal++
-    const done = (): void => {
-      inFlightTotal--
-      const left = (inFlight.get(sender) ?? 1) - 1
-      if (left > 0) inFlight.set(sender, left)
-      else inFlight.delete(sender)
+      log(`refused (in-flight calls): ${slot.refused}`)
+      return fail(msg, HelperErrors.LimitsExceeded, `Too many Start calls waiting (${slot.refused}).`)
     }
     start(msg, fd)
       .catch((err: Error) => {
         log(`Start from ${sender} failed: ${err.message}`)
         fail(msg, HelperErrors.Failed, err.message)
       })
-      .finally(done)
+      .finally(slot.release)
   }
 
-  const handle = (msg: dbus.Message): boolean => {
-    const undecodable = undecodableReason()
-    if (undecodable !== null) {
-      // Whatever its path: nothing else may look at a message without its body.
-      log(`refused an undecodable call ${msg.interface ?? ''}.${msg.member ?? ''} from ${msg.sender}: ${undecodable}`)
-      fail(msg, HelperErrors.InvalidArgs, `The call could not be read: ${undecodable}.`)
-      return true
-    }
-    if (msg.path !== HELPER_OBJECT_PATH) return false
-    const call = `${msg.interface}.${msg.member}`
-    switch (call) {
-      case `${HELPER_INTERFACE}.Start`:
-        startCall(msg)
-        return true
-      case `${HELPER_INTERFACE}.Stop`:
-        if (msg.signature !== 'o') fail(msg, HelperErrors.InvalidArgs, 'Stop takes (o capture).')
-        else stop(msg)
-        return true
-      case 'org.freedesktop.DBus.Properties.Get': {
-        const props = properties()
-        const name = String(msg.body[1])
-        if (msg.signature === 'ss' && msg.body[0] === HELPER_INTERFACE && Object.hasOwn(props, name)) reply(msg, 'v', [props[name]])
-        else fail(msg, HelperErrors.InvalidArgs, `No property ${msg.body[0]}.${msg.body[1]}.`)
-        return true
+  await serve(frame, {
+    name: HELPER_BUS_NAME, path: HELPER_OBJECT_PATH, interface: HELPER_INTERFACE, introspection: INTROSPECTION, properties, errors: HelperErrors,
+    call: (msg) => {
+      switch (msg.member) {
+        case 'Start':
+          startCall(msg)
+          return true
+        case 'Stop':
+          if (msg.signature !== 'o') fail(msg, HelperErrors.InvalidArgs, 'Stop takes (o capture).')
+          else stop(msg)
+          return true
+        default:
+          return false
       }
-      case 'org.freedesktop.DBus.Properties.GetAll':
-        if (msg.signature !== 's') fail(msg, HelperErrors.InvalidArgs, 'GetAll takes (s interface).')
-        else reply(msg, 'a{sv}', [msg.body[0] === HELPER_INTERFACE ? properties() : {}])
-        return true
-      case 'org.freedesktop.DBus.Introspectable.Introspect':
-        reply(msg, 's', [INTROSPECTION])
-        return true
-      default:
-        return false
-    }
-  }
-
-  bus.addMethodHandler((msg: dbus.Message): boolean => {
-    try {
-      return handle(msg)
-    } catch (err) {
-      log(`error handling ${msg.interface}.${msg.member} from ${msg.sender}: ${(err as Error).message}`)
-      fail(msg, HelperErrors.Failed, 'The service could not handle the call.')
-      return true
-    }
-  })
-
-  // A caller that leaves the bus stops its captures.
-  bus.on('message', (msg: dbus.Message) => {
-    if (msg.type !== dbus.MessageType.SIGNAL || msg.member !== 'NameOwnerChanged' || msg.sender !== 'org.freedesktop.DBus' || msg.signature !== 'sss') return
-    const [name, , newOwner] = msg.body as [string, string, string]
-    if (newOwner !== '' || !name.startsWith(':')) return
-    for (const entry of active.values()) if (entry.owner === name) entry.controller.abort('stopped')
-  })
-
-  try {
-    await bus.call(
-      new dbus.Message({
-        destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member: 'AddMatch',
-        signature: 's', body: ["type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged'"],
-      }),
-    )
-    const got = await bus.requestName(HELPER_BUS_NAME, dbus.NameFlag.DO_NOT_QUEUE)
-    if (got !== dbus.RequestNameReply.PRIMARY_OWNER) throw new Error(`${HELPER_BUS_NAME} is already owned`)
-  } catch (err) {
-    bus.disconnect()
-    throw new HelperError('HELPER_START_FAILED', `The monitor helper could not start on ${captureAddress}: ${(err as Error).message}.`, {cause: err})
-  }
-  log(`ready on ${options.testMode ? `${captureAddress} (test mode: polkit skipped)` : 'the system bus'} as ${HELPER_BUS_NAME}`)
+    },
+    // A caller that leaves the bus stops its captures.
+    peerLeft: (name) => {
+      for (const entry of active.values()) if (entry.owner === name) entry.controller.abort('stopped')
+    },
+  }, frameOptions)
   armIdle()
-  await finished
-  if (fatal) throw new HelperError('HELPER_BUS_LOST', `The monitor helper lost its bus connection: ${fatal.message}.`, {cause: fatal})
+  await frame.finished
+  frame.throwIfBusLost()
 }

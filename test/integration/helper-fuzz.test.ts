@@ -8,7 +8,7 @@
  * is reproducible (FUZZ_SEED=N to choose another run).
  */
 import assert from 'node:assert/strict'
-import {closeSync, openSync, readdirSync} from 'node:fs'
+import {closeSync, openSync} from 'node:fs'
 import {after, before, describe, it} from 'node:test'
 import dbus from 'dbus-next'
 import {BusConnection} from '../../src/capture/connection.js'
@@ -16,25 +16,14 @@ import {parseMessage} from '../../src/capture/wire.js'
 import {HELPER_BUS_NAME, HELPER_INTERFACE, HELPER_OBJECT_PATH} from '../../src/helper/constants.js'
 import {type Service, startService} from '../lib/helper-service.js'
 import {NOBODY, type PrivateBus, connectClient, startPrivateBus} from '../lib/private-bus.js'
-import {type RawMessageSpec, type RawValue, body, rawMessage} from '../lib/raw-message.js'
+import {FuzzClient, prng} from '../lib/fuzz.js'
+import {type RawMessageSpec, type RawValue, body} from '../lib/raw-message.js'
 
 const SEED = Number(process.env.FUZZ_SEED ?? 14)
 const trace = (what: string): void => {
   if (process.env.FUZZ_TRACE) console.log(`# ${what}`)
 }
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** mulberry32: a small seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const TARGET = {destination: HELPER_BUS_NAME, path: HELPER_OBJECT_PATH}
 const START = {...TARGET, interface: HELPER_INTERFACE, member: 'Start'}
@@ -48,58 +37,19 @@ describe('the monitor helper under fuzzing', {timeout: 240_000}, () => {
   const seen: Buffer[] = []
   /** Fds we send (the kernel duplicates them into the receiver on every message). */
   const spare: number[] = []
-  let conn: BusConnection | null = null
-  let reconnects = 0
+  let fuzz: FuzzClient
+  const fdCount = (): number => fuzz.fdCount()
+  const alive = (): boolean => fuzz?.alive() ?? false
+  const ping = (): Promise<void> => fuzz.ping()
+  const send = (spec: Omit<RawMessageSpec, 'serial'>, fds: number[] = []): Promise<number> => fuzz.send(spec, fds)
+  const barrier = (): Promise<void> => fuzz.barrier()
 
-  const fdCount = (): number => readdirSync(`/proc/${service.child.pid}/fd`).length
-  const alive = (): boolean => service.child.exitCode === null && service.child.signalCode === null
-
-  const ping = async (): Promise<void> => {
-    assert.ok(alive(), `the service exited; its log:\n${service.log()}`)
-    let timer: NodeJS.Timeout | undefined
-    try {
-      await Promise.race([
-        pinger.call(new dbus.Message({destination: HELPER_BUS_NAME, path: '/', interface: 'org.freedesktop.DBus.Peer', member: 'Ping'})),
-        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no Ping answer; service log:\n${service.log()}`)), 20_000))),
-      ])
-    } finally {
-      clearTimeout(timer)
-    }
-  }
-
-  /** A raw connection (a new one when the bus threw the last one out for an invalid message). */
-  const client = async (): Promise<BusConnection> => {
-    if (conn && !conn.isClosed) return conn
-    if (conn) reconnects++
-    conn = await BusConnection.open(bus.address, {unixFd: true})
-    return conn
-  }
-
-  const send = async (spec: Omit<RawMessageSpec, 'serial'>, fds: number[] = []): Promise<number> => {
-    const c = await client()
-    const serial = c.nextSerial()
-    trace(`send ${serial} on ${c.uniqueName}`)
-    try {
-      await c.sendRaw(rawMessage({...spec, serial}), fds)
-      trace('sent')
-    } catch (err) {
-      trace(`send failed: ${(err as Error).message}`)
-      // the bus closed the connection: the next send reconnects
-    }
-    return serial
-  }
-
-  /** Waits until the bus has processed what `conn` sent (a round trip), or the connection is gone. */
-  const barrier = async (): Promise<void> => {
-    if (!conn || conn.isClosed) return
-    await conn.callDriver('GetId').catch(() => undefined)
-  }
 
   const answerTo = async (serial: number, from: string): Promise<ReturnType<typeof parseMessage> | undefined> => {
     for (let i = 0; i < 200; i++) {
       for (const f of seen) {
         const m = parseMessage(f, true)
-        if (m.replySerial === serial && m.sender === from && m.destination === conn?.uniqueName) return m
+        if (m.replySerial === serial && m.sender === from && m.destination === fuzz.conn?.uniqueName) return m
       }
       await sleep(25)
     }
@@ -112,6 +62,7 @@ describe('the monitor helper under fuzzing', {timeout: 240_000}, () => {
     await service.waitForLog(/ready on/)
     trace('service ready')
     pinger = await connectClient(bus.address)
+    fuzz = new FuzzClient(bus.address, service, pinger, HELPER_BUS_NAME, trace)
     trace('pinger')
     monitor = await BusConnection.open(bus.address, {unixFd: true})
     await monitor.becomeMonitor(["type='error'", "type='method_return'"], (frames) => {
@@ -122,7 +73,7 @@ describe('the monitor helper under fuzzing', {timeout: 240_000}, () => {
   })
   after(async () => {
     for (const fd of spare) closeSync(fd)
-    conn?.close()
+    fuzz?.close()
     monitor?.close()
     pinger?.disconnect()
     if (service && alive()) {
@@ -215,7 +166,7 @@ describe('the monitor helper under fuzzing', {timeout: 240_000}, () => {
     }
 
     // Every fd the service received has been closed (a capture a mutation may have started ends with its caller).
-    conn?.close()
+    fuzz?.close()
     await ping()
     let now = fdCount()
     for (let i = 0; i < 100 && now > baseline; i++) {
@@ -225,6 +176,6 @@ describe('the monitor helper under fuzzing', {timeout: 240_000}, () => {
     assert.equal(now, baseline, `open fds: ${now}, baseline ${baseline}; service log:\n${service.log().slice(-4000)}`)
     assert.ok(alive())
     assert.doesNotMatch(service.log(), /^fatal:/m)
-    console.log(`# fuzz seed ${SEED}: ${reconnects} reconnects after the bus refused a message; fds ${baseline} -> ${now}`)
+    console.log(`# fuzz seed ${SEED}: ${fuzz.reconnects} reconnects after the bus refused a message; fds ${baseline} -> ${now}`)
   })
 })

@@ -7,29 +7,18 @@
  * (FUZZ_SEED=N for another run).
  */
 import assert from 'node:assert/strict'
-import {closeSync, openSync, readdirSync} from 'node:fs'
+import {closeSync, openSync} from 'node:fs'
 import {after, before, describe, it} from 'node:test'
 import dbus from 'dbus-next'
-import {BusConnection} from '../../src/capture/connection.js'
 import {MANAGER_BUS_NAME, MANAGER_INTERFACE, MANAGER_OBJECT_PATH} from '../../src/helper/constants.js'
 import {CLI} from '../lib/fixtures.js'
 import {MANAGER_MAIN, type Service, startService} from '../lib/helper-service.js'
 import {NOBODY, type PrivateBus, connectClient, startPrivateBus} from '../lib/private-bus.js'
-import {type RawMessageSpec, type RawValue, body, rawMessage} from '../lib/raw-message.js'
+import {FuzzClient, prng} from '../lib/fuzz.js'
+import {type RawMessageSpec, type RawValue, body} from '../lib/raw-message.js'
 
 const SEED = Number(process.env.FUZZ_SEED ?? 13)
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const TARGET = {destination: MANAGER_BUS_NAME, path: MANAGER_OBJECT_PATH}
 const METHOD = (member: string) => ({...TARGET, interface: MANAGER_INTERFACE, member})
@@ -39,47 +28,25 @@ describe('the install service under fuzzing', {timeout: 240_000}, () => {
   let service: Service
   let pinger: dbus.MessageBus
   const spare: number[] = []
-  let conn: BusConnection | null = null
-  let reconnects = 0
-  const fdCount = (): number => readdirSync(`/proc/${service.child.pid}/fd`).length
-  const alive = (): boolean => service.child.exitCode === null && service.child.signalCode === null
-  const ping = async (): Promise<void> => {
-    assert.ok(alive(), `the service exited; its log:\n${service.log()}`)
-    let timer: NodeJS.Timeout | undefined
-    try {
-      await Promise.race([
-        pinger.call(new dbus.Message({destination: MANAGER_BUS_NAME, path: '/', interface: 'org.freedesktop.DBus.Peer', member: 'Ping'})),
-        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no Ping answer; service log:\n${service.log()}`)), 20_000))),
-      ])
-    } finally {
-      clearTimeout(timer)
-    }
-  }
-  const send = async (spec: Omit<RawMessageSpec, 'serial'>, fds: number[] = []): Promise<void> => {
-    if (!conn || conn.isClosed) {
-      if (conn) reconnects++
-      conn = await BusConnection.open(bus.address, {unixFd: true})
-    }
-    try {
-      await conn.sendRaw(rawMessage({...spec, serial: conn.nextSerial()}), fds)
-    } catch {
-      // the bus closed the connection: the next send reconnects
-    }
-  }
-  const barrier = async (): Promise<void> => {
-    if (conn && !conn.isClosed) await conn.callDriver('GetId').catch(() => undefined)
-  }
+  let fuzz: FuzzClient
+  const fdCount = (): number => fuzz.fdCount()
+  const alive = (): boolean => fuzz?.alive() ?? false
+  const ping = (): Promise<void> => fuzz.ping()
+  const send = (spec: Omit<RawMessageSpec, 'serial'>, fds: number[] = []): Promise<number> => fuzz.send(spec, fds)
+  const barrier = (): Promise<void> => fuzz.barrier()
+
 
   before(async () => {
     bus = await startPrivateBus({uid: NOBODY.uid, gid: NOBODY.gid})
     service = startService(bus.address, ['--idle-timeout', '600', '--cli', CLI, '--policy', '/nonexistent/policy.conf'], MANAGER_MAIN)
     await service.waitForLog(/ready on/)
     pinger = await connectClient(bus.address)
+    fuzz = new FuzzClient(bus.address, service, pinger, MANAGER_BUS_NAME)
     for (let i = 0; i < 16; i++) spare.push(openSync('/dev/null', 'r'))
   })
   after(async () => {
     for (const fd of spare) closeSync(fd)
-    conn?.close()
+    fuzz?.close()
     pinger?.disconnect()
     if (service && alive()) {
       service.child.kill('SIGTERM')
@@ -128,7 +95,7 @@ describe('the install service under fuzzing', {timeout: 240_000}, () => {
     const clients = await Promise.all(Array.from({length: 40}, () => connectClient(bus.address)))
     await Promise.all(clients.flatMap((c) => [0, 1, 2, 3].map(() => c.call(new dbus.Message({...METHOD('RequestInstall'), signature: 'a{sv}', body: [{}]})).catch(() => undefined))))
     for (const c of clients) c.disconnect()
-    conn?.close()
+    fuzz?.close()
     await ping()
     let now = fdCount()
     for (let i = 0; i < 150 && now > baseline; i++) {
@@ -137,6 +104,6 @@ describe('the install service under fuzzing', {timeout: 240_000}, () => {
     }
     assert.equal(now, baseline, `open fds: ${now}, baseline ${baseline}; service log:\n${service.log().slice(-4000)}`)
     assert.doesNotMatch(service.log(), /^fatal:/m)
-    console.log(`# fuzz seed ${SEED}: ${reconnects} reconnects; fds ${baseline} -> ${now}`)
+    console.log(`# fuzz seed ${SEED}: ${fuzz.reconnects} reconnects; fds ${baseline} -> ${now}`)
   })
 })
