@@ -130,8 +130,27 @@ for (const flavor of FLAVORS) {
       assert.notEqual(s.result?.State, 'healthy', JSON.stringify(s))
     })
 
-    test("the README's Python/GDBus client, run in the sandbox, requests and gets the extension", async () => {
+    test('admin policy: Mode=disabled refuses the app; NoPasswordApps lets it install without asking polkit', async () => {
+      const policy = '/etc/sysext-helper/policy.conf'
       await publishSandboxApp(host, '/var/tmp/good')
+      // No grant from here on: only the policy file can let the request through.
+      await host.execOk('sh', ['-ec', `rm -f ${RULE}; systemctl restart polkit; mkdir -p /etc/sysext-helper; printf '[Requests]\\nMode=disabled\\n' > ${policy}`])
+      const off = await inSandbox(host, ['install'])
+      assert.equal(off.error, 'io.github.sysext_helper.Manager1.Error.Disabled', `${off.message}\n${await journal(host)}`)
+      assert.match(off.message!, /Mode=disabled/)
+      assert.ok(!(await merged(host)).includes(APP))
+      await host.execOk('sh', ['-ec', `printf '[Requests]\\nNoPasswordApps=${APP};\\n' > ${policy}`])
+      const on = await inSandbox(host, ['install'])
+      assert.ok(on.ok, `${on.error}: ${on.message}\n${await journal(host)}`)
+      assert.ok((await merged(host)).includes(APP))
+      assert.match(await journal(host), /RequestInstall: no password by policy/)
+      const removed = await inSandbox(host, ['remove'])
+      assert.ok(removed.ok, `${removed.error}: ${removed.message}`)
+      assert.ok(!(await merged(host)).includes(APP))
+      await host.execOk('sh', ['-ec', `rm -f ${policy}; printf '%s' '${GRANT}' > ${RULE}; systemctl restart polkit`])
+    })
+
+    test("the README's Python/GDBus client, run in the sandbox, requests and gets the extension", async () => {
       const r = await host.sh(`FLATPAK_BWRAP=/srv/sandbox/bwrap-nouserns flatpak run --system ${APP} /app/bin/readme-example.py`, {user: 'tester', timeout: 600_000})
       assert.match(r.stdout, /^(merged|installed) org\.sysexthelper\.App$/m, r.stdout + r.stderr)
       assert.ok((await merged(host)).includes(APP))
