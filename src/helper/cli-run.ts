@@ -4,7 +4,7 @@
  * install, validation and confinement, and the service itself never links the
  * lifecycle (the dependency rules keep the privileged services apart from it).
  */
-import {execFile} from 'node:child_process'
+import {run} from '../exec.js'
 
 export interface CliCommand {
   /** The node binary. */
@@ -24,24 +24,23 @@ export interface CliError {
 export type CliOutcome = {ok: true; result: Record<string, unknown>} | {ok: false; error: CliError}
 
 /** Runs `sysext-helper ARGS --json`; its JSON result or error, or a Failed-shaped error when it printed none. */
-export function runCli(cli: CliCommand, args: string[]): Promise<CliOutcome> {
-  return new Promise((resolve) => {
-    execFile(
-      cli.node,
-      [cli.script, ...args, '--json'],
-      {timeout: cli.timeoutMs, maxBuffer: 16 * 1024 * 1024, env: {PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8', HOME: '/root', OCLIF_SKIP_NEW_VERSION_CHECK: 'true'}},
-      (err, stdout, stderr) => {
-        let parsed: Record<string, unknown> | undefined
-        try {
-          parsed = JSON.parse(stdout) as Record<string, unknown>
-        } catch {
-          parsed = undefined
-        }
-        if (parsed && typeof parsed.error === 'object' && parsed.error !== null) return resolve({ok: false, error: parsed.error as CliError})
-        if (parsed && !err) return resolve({ok: true, result: parsed})
-        const tail = `${stderr}`.trim().split('\n').slice(-2).join(' ')
-        resolve({ok: false, error: {code: 'MANAGER_CLI_FAILED', message: `'sysext-helper ${args.join(' ')}' failed${err ? ` (${err.message.split('\n')[0]})` : ''}: ${tail || 'no JSON on its output'}`}})
-      },
-    )
-  })
+export async function runCli(cli: CliCommand, args: string[]): Promise<CliOutcome> {
+  let stdout: string
+  let failure: Error | undefined
+  try {
+    ;({stdout} = await run(cli.node, [cli.script, ...args, '--json'], {timeoutMs: cli.timeoutMs, env: {OCLIF_SKIP_NEW_VERSION_CHECK: 'true'}}))
+  } catch (error) {
+    // A refusal exits non-zero with its JSON error on stdout.
+    failure = error as Error
+    stdout = String((failure.cause as {stdout?: unknown} | undefined)?.stdout ?? '')
+  }
+  let parsed: Record<string, unknown> | undefined
+  try {
+    parsed = JSON.parse(stdout) as Record<string, unknown>
+  } catch {
+    parsed = undefined
+  }
+  if (parsed && typeof parsed.error === 'object' && parsed.error !== null) return {ok: false, error: parsed.error as CliError}
+  if (parsed && !failure) return {ok: true, result: parsed}
+  return {ok: false, error: {code: 'MANAGER_CLI_FAILED', message: failure ? failure.message : `'sysext-helper ${args.join(' ')}' printed no JSON result.`}}
 }

@@ -417,7 +417,7 @@ export async function install(target: string, options: InstallOptions, emit: Emi
     }
     if (options.dryRun || !session || !probe) return result
     // Before the merge: with the mutable mode set up, this install's refresh already keeps /usr writable.
-    await ensurePackageManagers(emit)
+    await ensurePackageManagers(emit, probe.systemdVersion)
     if (plan.action !== 'unchanged') {
       const [outcome] = await applyChanges(session.ctx, state, probe, [{kind: 'install', plan, tree: validated.tree}], options)
       if (!outcome.ok) throw annotate(outcome.error, plan, outcome.outcome ?? 'not rolled back')

@@ -312,9 +312,9 @@ export interface PackageManagerStatus extends ModeDecision {
   unmergedByHook: boolean
 }
 
-export async function detectMode(root = '/'): Promise<ModeDecision> {
-  const systemdVersion = await sysextVersion()
-  return decideMode({systemdVersion, usr: usrFilesystem(), config: readConfig(root)})
+/** The mechanism for this host; `systemdVersion` when the caller has probed it already. */
+export async function detectMode(root = '/', systemdVersion?: number): Promise<ModeDecision> {
+  return decideMode({systemdVersion: systemdVersion ?? (await sysextVersion()), usr: usrFilesystem(), config: readConfig(root)})
 }
 
 /** What is in place compared with what the mode wants. */
@@ -361,9 +361,9 @@ function removeIfPresent(root: string, path: string, removed: string[]): void {
  * Converges the host to a decision (default: the detected one): writes what differs, removes
  * what the mode does not want; reloads systemd when the drop-in changed. Idempotent.
  */
-export async function applyPackageManagers(options: {decision?: ModeDecision; root?: string; reload?: boolean} = {}): Promise<ApplyResult> {
+export async function applyPackageManagers(options: {decision?: ModeDecision; root?: string; reload?: boolean; systemdVersion?: number} = {}): Promise<ApplyResult> {
   const root = options.root ?? '/'
-  const decision = options.decision ?? (await detectMode(root))
+  const decision = options.decision ?? (await detectMode(root, options.systemdVersion))
   const want = desired(decision.mode, presentManagers(root))
   const written: string[] = []
   const removed: string[] = []
@@ -440,9 +440,9 @@ export function shadowFix(shadows: Shadow[]): string {
  * Called by install (so by self-install too) before it merges: converges the integration,
  * unless the admin turned it off. Never fails the install; says what it did or why not.
  */
-export async function ensurePackageManagers(emit: Emit): Promise<void> {
+export async function ensurePackageManagers(emit: Emit, systemdVersion: number): Promise<void> {
   try {
-    const r = await applyPackageManagers()
+    const r = await applyPackageManagers({systemdVersion})
     if (r.mode === 'off')
       emit({type: 'warning', message: `Package-manager integration is ${r.reason}.`, hint: "Unmerge around upgrades (systemd-sysext unmerge; apt upgrade; systemd-sysext refresh), or 'sysext-helper package-managers --enable'."})
     else if (r.written.length + r.removed.length > 0)

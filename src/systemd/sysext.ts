@@ -95,31 +95,26 @@ export interface RefreshResult {
  * refresh follows at once, so the host is never left unmerged.
  */
 export async function refresh(timeoutMs: number): Promise<RefreshResult> {
-  const fail = (error: unknown): HelperError => new HelperError('SYSEXT_REFRESH_FAILED', `systemd-sysext refresh failed: ${(error as Error).message}`, {
-    step: 'refresh',
-    hint: "Run 'systemd-sysext refresh' by hand and check 'journalctl -b -t systemd-sysext'.",
-    cause: error,
-  })
-  const mutable = mutableConfigured() && (await cachedVersion().catch(() => 0)) >= 256
-  if (mutable) {
+  const merge = (args: string[]) => run('systemd-sysext', ['refresh', ...args], {timeoutMs})
+  let fallback: string | undefined
+  if (mutableConfigured() && (await cachedVersion().catch(() => 0)) >= 256) {
     try {
-      await run('systemd-sysext', ['refresh', '--mutable=auto'], {timeoutMs})
+      await merge(['--mutable=auto'])
       return {mutable: true}
     } catch (error) {
-      try {
-        await run('systemd-sysext', ['refresh', '--mutable=no'], {timeoutMs})
-      } catch (second) {
-        throw fail(second)
-      }
-      return {mutable: false, fallback: (error as Error).message}
+      fallback = (error as Error).message
     }
   }
   try {
-    await run('systemd-sysext', ['refresh'], {timeoutMs})
-    return {mutable: false}
+    await merge(fallback === undefined ? [] : ['--mutable=no'])
   } catch (error) {
-    throw fail(error)
+    throw new HelperError('SYSEXT_REFRESH_FAILED', `systemd-sysext refresh failed: ${(error as Error).message}`, {
+      step: 'refresh',
+      hint: "Run 'systemd-sysext refresh' by hand and check 'journalctl -b -t systemd-sysext'.",
+      cause: error,
+    })
   }
+  return {mutable: false, fallback}
 }
 
 /** Names merged into a hierarchy right now (empty when it is not merged). */
