@@ -19,7 +19,7 @@
 import {existsSync, lstatSync, mkdirSync, readFileSync, rmSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import {HelperError, fsError} from '../errors.js'
-import {run} from '../exec.js'
+import {commandLine, run} from '../exec.js'
 import {symlinkAtomic, writeFileAtomic} from '../fs-atomic.js'
 import {envFields, parseEnvFile} from '../formats/env-file.js'
 import {daemonReload} from '../systemd/systemctl.js'
@@ -433,7 +433,8 @@ export async function findShadows(extensions: ManagedExtension[]): Promise<Shado
 
 /** The command that removes shadows from the real /usr (run it as root). */
 export function shadowFix(shadows: Shadow[]): string {
-  return `unshare -m sh -c 'umount -l /usr && rm -f ${shadows.map((s) => s.path).join(' ')}' && systemd-sysext refresh --mutable=auto`
+  // The paths are the extension's own file names: quoted, twice (inner command, then sh -c's argument).
+  return `${commandLine('unshare', ['-m', 'sh', '-c', commandLine('umount', ['-l', '/usr']) + ' && ' + commandLine('rm', ['-f', ...shadows.map((s) => s.path)])])} && systemd-sysext refresh --mutable=auto`
 }
 
 /**

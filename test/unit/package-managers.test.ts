@@ -216,6 +216,19 @@ describe('doctor: package-manager checks', () => {
     assert.equal(c['upper-shadows'].fix, shadowFix(shadows))
     assert.match(shadowFix(shadows), /^unshare -m sh -c 'umount -l \/usr && rm -f \/usr\/bin\/x \/usr\/share\/y'/)
   })
+  test("the fix quotes an extension's own file names: a hostile name is removed, not run", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'shadow-fix-'))
+    const name = "a b;$(touch pwned)'x"
+    writeFileSync(join(dir, name), '')
+    const fix = shadowFix([{path: join(dir, name), kind: 'copy', extension: 'e'}])
+    // The same command line without its root-only parts (the private namespace and the refresh).
+    const inner = fix.replace(/^unshare -m sh -c /, 'sh -c ').replace('umount -l /usr', 'true').replace(/ && systemd-sysext refresh --mutable=auto$/, '')
+    const r = spawnSync('sh', ['-c', inner], {cwd: dir, encoding: 'utf8'})
+    assert.equal(r.status, 0, r.stderr)
+    assert.equal(existsSync(join(dir, name)), false, 'the shadow is removed')
+    assert.equal(existsSync(join(dir, 'pwned')), false, 'nothing in the name ran')
+    rmSync(dir, {recursive: true, force: true})
+  })
   test('off: one warning, no file checks when nothing is left', () => {
     const c = packageManagerChecks({...base, mode: 'off', reason: 'turned off', files: [], linkOk: true}, [], undefined)
     assert.deepEqual(c.map((x) => [x.id, x.ok]), [['package-managers', false]])
