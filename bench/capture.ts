@@ -26,6 +26,7 @@ import {BusConnection} from '../src/capture/connection.js'
 import {MessageType, marshalCall} from '../src/capture/wire.js'
 
 const SELF = new URL(import.meta.url).pathname
+const CLIENTS_PY = new URL('../../bench/clients.py', import.meta.url).pathname
 const CLI = new URL('../../bin/run.js', import.meta.url).pathname
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 const now = (): number => performance.timeOrigin + performance.now()
@@ -35,6 +36,13 @@ function arg(name: string): string | undefined {
   return i >= 0 ? process.argv[i + 1] : undefined
 }
 const num = (name: string, fallback: number): number => Number(arg(name) ?? fallback)
+
+/**
+ * Which sender and receiver: 'node' (this file: the sender writes 256 KiB batches, the receiver
+ * counts frames unparsed: the cheapest clients) or 'python' (bench/clients.py: one send(2) per
+ * message and a header read per message in Python, as client libraries do).
+ */
+const CLIENTS = arg('clients') ?? 'node'
 
 type Monitor = 'none' | 'sysext-helper' | 'dbus-monitor' | 'busctl'
 const MONITORS: Monitor[] = ['none', 'sysext-helper', 'dbus-monitor', 'busctl']
@@ -125,6 +133,9 @@ function lines(child: ChildProcess): () => Promise<string> {
 
 /** Extra node options for our monitor only, e.g. BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile it. */
 const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
+/** BENCH_WRAP='chrt -b 0' runs our monitor under a command prefix (BENCH_WRAP_PEERS: the peers), for scheduling experiments. */
+/** BENCH_PERF=DIR records the bus and the monitor with `perf record -g` during each run (DIR/{bus,monitor}-SIZE-MONITOR.data, the last round's). */
+const PERF_DIR = process.env.BENCH_PERF
 
 function startMonitor(kind: Monitor, address: string, file: string): ChildProcess | null {
   if (kind === 'none') return null
@@ -134,7 +145,8 @@ function startMonitor(kind: Monitor, address: string, file: string): ChildProces
     kind === 'sysext-helper' ? [process.execPath, ...NODE_ARGS, CLI, 'capture', '--address', address, '--output', '-', '--no-initial-state', '--json']
     : kind === 'dbus-monitor' ? ['dbus-monitor', '--pcap', '--address', address]
     : ['busctl', `--address=${address}`, 'capture']
-  const child = spawn(argv[0], argv.slice(1), {stdio: ['ignore', fd, errFd]})
+  const wrap = (process.env[kind === 'sysext-helper' ? 'BENCH_WRAP' : 'BENCH_WRAP_PEERS'] ?? '').split(' ').filter(Boolean)
+  const child = spawn([...wrap, ...argv][0], [...wrap, ...argv].slice(1), {stdio: ['ignore', fd, errFd]})
   closeSync(fd)
   closeSync(errFd)
   return child
@@ -201,12 +213,20 @@ async function runOne(address: string, busPid: number | undefined, kind: Monitor
     for (let i = 0; i < 400 && statSync(file).size === 0; i++) await sleep(25)
     await sleep(200)
   }
-  const receiver = spawn(process.execPath, [SELF, '--role', 'receiver', '--address', address, '--count', String(count)], {stdio: ['ignore', 'pipe', 'inherit']})
+  const receiver =
+    CLIENTS === 'python' ? spawn('python3', [CLIENTS_PY, 'receiver', address, String(count)], {stdio: ['ignore', 'pipe', 'inherit']})
+    : spawn(process.execPath, [SELF, '--role', 'receiver', '--address', address, '--count', String(count)], {stdio: ['ignore', 'pipe', 'inherit']})
   const fromReceiver = lines(receiver)
   if ((await fromReceiver()) !== 'ready') throw new Error('receiver did not start')
-  const sender = spawn(process.execPath, [SELF, '--role', 'sender', '--address', address, '--size', String(size), '--count', String(count), '--marker', marker], {stdio: ['pipe', 'pipe', 'inherit']})
+  const sender =
+    CLIENTS === 'python' ? spawn('python3', [CLIENTS_PY, 'sender', address, String(size), String(count), marker], {stdio: ['pipe', 'pipe', 'inherit']})
+    : spawn(process.execPath, [SELF, '--role', 'sender', '--address', address, '--size', String(size), '--count', String(count), '--marker', marker], {stdio: ['pipe', 'pipe', 'inherit']})
   const fromSender = lines(sender)
   if ((await fromSender()) !== 'ready') throw new Error('sender did not start')
+  const record = (what: string, pid: number | undefined): ChildProcess | null =>
+    PERF_DIR && pid ? spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-g', '-p', String(pid), '-o', join(PERF_DIR, `${what}-${size}-${kind}.data`)], {stdio: 'ignore'}) : null
+  const perfs = [record('bus', busPid), record('monitor', monitor?.pid)].filter((p) => p !== null)
+  if (perfs.length > 0) await sleep(300)
   // Start-up (connect, module loading) is not counted: CPU so far of the ready sender and receiver.
   const cpu0 = {monitor: cpuSeconds(monitor?.pid), bus: cpuSeconds(busPid), sender: cpuSeconds(sender.pid), receiver: cpuSeconds(receiver.pid)}
   sender.stdin!.write('go\n')
@@ -214,6 +234,10 @@ async function runOne(address: string, busPid: number | undefined, kind: Monitor
   const got = JSON.parse(await fromReceiver()) as {received: number; first: number; last: number; cpu: number}
   // The sender and receiver report their own CPU (they may have exited by now).
   const cpu1 = {monitor: cpuSeconds(monitor?.pid), bus: cpuSeconds(busPid), sender: sent.cpu, receiver: got.cpu}
+  for (const perf of perfs) {
+    perf.kill('SIGINT')
+    await new Promise((resolve) => perf.once('exit', resolve))
+  }
   let captured = count
   let drops = 0
   if (monitor) {
@@ -319,7 +343,7 @@ async function main(): Promise<void> {
     try {
       const passOn = process.argv.slice(2).filter((a, i, all) => a !== '--host' && all[i - 1] !== '--host')
       // The experiment knobs go along (the guest gets a clean environment otherwise).
-      const env = Object.fromEntries(['SYSEXT_CAPTURE_COALESCE_MS', 'BENCH_NODE_ARGS'].filter((k) => process.env[k] !== undefined).map((k) => [k, process.env[k]!]))
+      const env = Object.fromEntries(['SYSEXT_CAPTURE_COALESCE_MS', 'BENCH_NODE_ARGS', 'BENCH_PERF', 'BENCH_WRAP', 'BENCH_WRAP_PEERS'].filter((k) => process.env[k] !== undefined).map((k) => [k, process.env[k]!]))
       const r = await guest.exec(GUEST_NODE, [SELF, '--address', 'unix:path=/run/dbus/system_bus_socket', '--json', ...passOn], {timeout: 1_800_000, env})
       if (r.exitCode !== 0) throw new Error(`the bench failed in the ${host} host: ${r.stderr}`)
       const {results, busName, loadSeen} = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as {results: Results; busName: string; loadSeen: string}

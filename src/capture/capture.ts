@@ -5,7 +5,7 @@
  * the helper service.
  */
 import {HelperError} from '../errors.js'
-import {BusConnection, DBusCallError} from './connection.js'
+import {BusConnection, type BusImplementation, DBusCallError} from './connection.js'
 import {PCAP_RECORD_HEADER_LENGTH, pcapHeader, writeRecordHeader} from './pcap.js'
 import {unixFdsOf} from './wire.js'
 import {OutputSink} from './sink.js'
@@ -69,10 +69,28 @@ export interface CaptureSummary {
   /** Well-known names whose owner was asked for the initial state. */
   initialStateNames: number
   reason: StopReason
+  /** The program routing the bus, when this process can tell (it sets the read coalescing: see COALESCE_MS). */
+  busProgram: BusImplementation
   /** Whether everything accepted reached the output before it was closed. */
   flushed: boolean
   durationMs: number
 }
+
+/**
+ * The sleep after a small monitor read (BusConnection.coalesce), in ms, per
+ * bus, as bench/capture.ts measured it (2 cores, 157-byte signals, bus rate
+ * with our monitor over the rate with `dbus-monitor --pcap`; no effect at 4 KiB):
+ * - dbus-broker queues what goes to a peer and writes it in batches; a
+ *   monitor that reads in batches spares it a wake-up per batch (1.30x with
+ *   a 0.25 ms sleep, 1.02x without).
+ * - dbus-daemon writes every message to every recipient as it routes it, and
+ *   is saturated by that alone; our sleeping monitor left the other clients
+ *   a free CPU, they then drained each message as it came and the bus paid a
+ *   wake-up for each (0.88x with the sleep, 1.02x without). So no sleep.
+ * Unknown: as dbus-broker (the lower CPU use). SYSEXT_CAPTURE_COALESCE_MS overrides (experiments).
+ */
+const COALESCE_MS: Record<BusImplementation, number> = {'dbus-broker': 0.25, 'dbus-daemon': 0, unknown: 0.25}
+const COALESCE_MS_OVERRIDE = process.env.SYSEXT_CAPTURE_COALESCE_MS === undefined ? undefined : Number(process.env.SYSEXT_CAPTURE_COALESCE_MS)
 
 const DEFAULT_BUFFER = 16 * 1024 * 1024
 const FLUSH_TIMEOUT_MS = 2000
@@ -108,12 +126,15 @@ export async function capture(options: CaptureOptions): Promise<CaptureSummary> 
     throw err
   }
 
+  const busProgram = await monitor.busImplementation()
+  monitor.coalesceMs = COALESCE_MS_OVERRIDE ?? COALESCE_MS[busProgram]
+
   const limit = options.bufferBytes ?? DEFAULT_BUFFER
   const maxBytes = options.maxBytes ?? Infinity
   const policy = options.overflow ?? 'drop'
   const summary: CaptureSummary = {
     messages: 0, bytes: 0, dropped: 0, droppedBytes: 0, droppedTooLarge: 0, fdsClosed: 0, initialStateNames: 0,
-    reason: 'stopped', flushed: true, durationMs: 0,
+    reason: 'stopped', busProgram, flushed: true, durationMs: 0,
   }
 
   let stopReason: StopReason | null = null

@@ -3,7 +3,7 @@
  * unix fds), Hello, a few method calls, and a switch into monitor mode after
  * which it never writes again and hands whole frames to a callback.
  */
-import {closeSync} from 'node:fs'
+import {closeSync, readFileSync} from 'node:fs'
 import {createConnection, type Socket} from 'node:net'
 import {Duplex} from 'node:stream'
 import {USocket} from './usocket-safe.js'
@@ -23,6 +23,8 @@ export interface ConnectOptions {
   /** Limit for connect + auth + Hello, in ms. */
   timeoutMs?: number
 }
+
+export type BusImplementation = 'dbus-daemon' | 'dbus-broker' | 'unknown'
 
 /** An error reply to one of our calls. */
 export class DBusCallError extends Error {
@@ -50,8 +52,6 @@ const DRIVER = {destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBu
 
 /** Monitor reads smaller than this are followed by a short sleep (see coalesce). */
 const COALESCE_BELOW = 32 * 1024
-/** How long, in ms: a few dozen small messages' worth, far from filling the bus's socket buffer. */
-const COALESCE_MS = Number(process.env.SYSEXT_CAPTURE_COALESCE_MS ?? 0.25)
 const SLEEP_CELL = new Int32Array(new SharedArrayBuffer(4))
 /**
  * A plain socket reads into one reusable buffer this large (libuv's default
@@ -80,6 +80,8 @@ export class BusConnection {
   private partialLength = 0
   private need = 0
   private readPaused = false
+  /** The sleep after a small monitor read, in ms (0: none); see coalesce. */
+  coalesceMs = 0
   /** Where onChunk sends a read (the handshake's line reader, then onData). */
   private chunkListener: (chunk: Buffer) => void = () => {}
 
@@ -250,6 +252,21 @@ export class BusConnection {
     }
   }
 
+  /**
+   * Which program routes this bus: the bus driver's process name, as far as
+   * this process can see it (another pid namespace or no pid: 'unknown').
+   */
+  async busImplementation(): Promise<BusImplementation> {
+    try {
+      const pid = Number((await this.callDriver('GetConnectionUnixProcessID', 's', ['org.freedesktop.DBus'])).body[0])
+      const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim()
+      // dbus-broker's driver answers with its launcher's pid (comm 'dbus-broker-lau', cut at 15 characters).
+      return comm === 'dbus-daemon' ? 'dbus-daemon' : comm.startsWith('dbus-broker') ? 'dbus-broker' : 'unknown'
+    } catch {
+      return 'unknown'
+    }
+  }
+
   /** Calls org.freedesktop.DBus on the bus driver. */
   callDriver(member: string, signature?: string, body?: BodyValue[]): Promise<ParsedMessage> {
     return this.call({...DRIVER, member, signature, body})
@@ -336,14 +353,13 @@ export class BusConnection {
   }
 
   /**
-   * Read coalescing on the monitor connection. dbus-daemon pays for every
-   * message it writes to a monitor that is asleep in epoll (a wakeup, and on
-   * a VM an inter-processor interrupt); a reader that keeps up by taking a
-   * few messages per read makes the bus slower than one that takes many. So
-   * after each read the socket is taken off the poll set until the next
-   * event-loop turn, and when the read was small (we are ahead of the bus)
-   * the thread first sleeps briefly so that the next read takes a batch.
-   * A large read (we are behind) never waits.
+   * Read coalescing on the monitor connection. A bus pays for every message
+   * it writes to a monitor that is asleep in epoll (a wake-up, and on a VM an
+   * inter-processor interrupt). So after each read the socket is taken off
+   * the poll set until the next event-loop turn, and when the read was small
+   * (we are ahead of the bus) the thread may first sleep `coalesceMs`, so
+   * that the next read takes a batch; a large read (we are behind) never
+   * waits. Whether the sleep pays depends on the bus: see capture.ts.
    */
   private coalesce(got: number): void {
     if (this.readPaused) return
@@ -359,7 +375,7 @@ export class BusConnection {
     setImmediate(() => {
       this.readPaused = false
       if (this.closed) return
-      if (got < COALESCE_BELOW && COALESCE_MS > 0) Atomics.wait(SLEEP_CELL, 0, 0, COALESCE_MS)
+      if (got < COALESCE_BELOW && this.coalesceMs > 0) Atomics.wait(SLEEP_CELL, 0, 0, this.coalesceMs)
       const u = (this.socket as unknown as {_wrap?: {resume(): void} | null})._wrap
       const h = (this.socket as unknown as {_handle?: {readStart(): number; reading?: boolean} | null})._handle
       if (u) u.resume()

@@ -74,6 +74,7 @@ function stats(summary: CaptureSummary): Record<string, dbus.Variant> {
     FdsClosed: new dbus.Variant('t', BigInt(summary.fdsClosed)),
     InitialStateNames: new dbus.Variant('u', summary.initialStateNames),
     Reason: new dbus.Variant('s', summary.reason),
+    BusProgram: new dbus.Variant('s', summary.busProgram),
     Flushed: new dbus.Variant('b', summary.flushed),
     DurationMs: new dbus.Variant('t', BigInt(summary.durationMs)),
   }
@@ -213,7 +214,7 @@ export async function runService(options: ServiceOptions): Promise<void> {
       (summary) => {
         active.delete(path)
         unreserve()
-        log(`capture ${id} end: ${who(entry)} reason=${summary.reason} messages=${summary.messages} bytes=${summary.bytes} dropped=${summary.dropped}`)
+        log(`capture ${id} end: ${who(entry)} reason=${summary.reason} bus=${summary.busProgram} messages=${summary.messages} bytes=${summary.bytes} dropped=${summary.dropped}`)
         const signal = dbus.Message.newSignal(HELPER_OBJECT_PATH, HELPER_INTERFACE, 'Finished', 'oa{sv}', [path, stats(summary)])
         signal.destination = entry.owner
         bus.send(signal)

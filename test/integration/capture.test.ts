@@ -124,6 +124,7 @@ describe('capture on a private dbus-daemon', () => {
     const summary = JSON.parse(result.stdout)
     assert.equal(summary.reason, 'signal')
     assert.equal(summary.dropped, 0)
+    assert.equal(summary.busProgram, 'dbus-daemon') // so it reads without pausing (see COALESCE_MS)
 
     const ourFile = readPcap(readFileSync(ours))
     const theirFile = readPcap(readFileSync(theirs))
