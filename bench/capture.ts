@@ -133,7 +133,6 @@ function lines(child: ChildProcess): () => Promise<string> {
 
 /** Extra node options for our monitor only, e.g. BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile it. */
 const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
-/** BENCH_WRAP='chrt -b 0' runs our monitor under a command prefix (BENCH_WRAP_PEERS: the peers), for scheduling experiments. */
 /** BENCH_PERF=DIR records the bus and the monitor with `perf record -g` during each run (DIR/{bus,monitor}-SIZE-MONITOR.data, the last round's). */
 const PERF_DIR = process.env.BENCH_PERF
 
@@ -145,6 +144,7 @@ function startMonitor(kind: Monitor, address: string, file: string): ChildProces
     kind === 'sysext-helper' ? [process.execPath, ...NODE_ARGS, CLI, 'capture', '--address', address, '--output', '-', '--no-initial-state', '--json']
     : kind === 'dbus-monitor' ? ['dbus-monitor', '--pcap', '--address', address]
     : ['busctl', `--address=${address}`, 'capture']
+  // BENCH_WRAP='chrt -b 0' runs our monitor under a command prefix (BENCH_WRAP_PEERS: the peers), for scheduling experiments.
   const wrap = (process.env[kind === 'sysext-helper' ? 'BENCH_WRAP' : 'BENCH_WRAP_PEERS'] ?? '').split(' ').filter(Boolean)
   const child = spawn([...wrap, ...argv][0], [...wrap, ...argv].slice(1), {stdio: ['ignore', fd, errFd]})
   closeSync(fd)
@@ -223,8 +223,14 @@ async function runOne(address: string, busPid: number | undefined, kind: Monitor
     : spawn(process.execPath, [SELF, '--role', 'sender', '--address', address, '--size', String(size), '--count', String(count), '--marker', marker], {stdio: ['pipe', 'pipe', 'inherit']})
   const fromSender = lines(sender)
   if ((await fromSender()) !== 'ready') throw new Error('sender did not start')
-  const record = (what: string, pid: number | undefined): ChildProcess | null =>
-    PERF_DIR && pid ? spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-g', '-p', String(pid), '-o', join(PERF_DIR, `${what}-${size}-${kind}.data`)], {stdio: 'ignore'}) : null
+  const record = (what: string, pid: number | undefined): ChildProcess | null => {
+    if (!PERF_DIR || !pid) return null
+    const perf = spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-g', '-p', String(pid), '-o', join(PERF_DIR, `${what}-${size}-${kind}.data`)], {stdio: 'ignore'})
+    perf.on('error', (err) => {
+      throw new Error(`BENCH_PERF needs perf on this host: ${err.message}`)
+    })
+    return perf
+  }
   const perfs = [record('bus', busPid), record('monitor', monitor?.pid)].filter((p) => p !== null)
   if (perfs.length > 0) await sleep(300)
   // Start-up (connect, module loading) is not counted: CPU so far of the ready sender and receiver.

@@ -214,7 +214,7 @@ export async function runService(options: ServiceOptions): Promise<void> {
       (summary) => {
         active.delete(path)
         unreserve()
-        log(`capture ${id} end: ${who(entry)} reason=${summary.reason} bus=${summary.busProgram} messages=${summary.messages} bytes=${summary.bytes} dropped=${summary.dropped}`)
+        log(`capture ${id} end: ${who(entry)} reason=${summary.reason} messages=${summary.messages} bytes=${summary.bytes} dropped=${summary.dropped} bus=${summary.busProgram}`)
         const signal = dbus.Message.newSignal(HELPER_OBJECT_PATH, HELPER_INTERFACE, 'Finished', 'oa{sv}', [path, stats(summary)])
         signal.destination = entry.owner
         bus.send(signal)
