@@ -44,8 +44,10 @@ const num = (name: string, fallback: number): number => Number(arg(name) ?? fall
  */
 const CLIENTS = arg('clients') ?? 'node'
 
-type Monitor = 'none' | 'sysext-helper' | 'dbus-monitor' | 'busctl'
+/** 'null-output' (only with --only): our monitor writing to /dev/null, the bus's cost of a monitor without the output's. */
+type Monitor = 'none' | 'sysext-helper' | 'dbus-monitor' | 'busctl' | 'null-output'
 const MONITORS: Monitor[] = ['none', 'sysext-helper', 'dbus-monitor', 'busctl']
+const ours = (kind: Monitor): boolean => kind === 'sysext-helper' || kind === 'null-output'
 const MEMBER = 'Tick'
 const INTERFACE = 'org.example.Bench'
 
@@ -141,11 +143,11 @@ function startMonitor(kind: Monitor, address: string, file: string): ChildProces
   const fd = openSync(file, 'w')
   const errFd = openSync(`${file}.err`, 'w')
   const argv =
-    kind === 'sysext-helper' ? [process.execPath, ...NODE_ARGS, CLI, 'capture', '--address', address, '--output', '-', '--no-initial-state', '--json']
+    ours(kind) ? [process.execPath, ...NODE_ARGS, CLI, 'capture', '--address', address, '--output', kind === 'null-output' ? '/dev/null' : '-', '--no-initial-state', '--json']
     : kind === 'dbus-monitor' ? ['dbus-monitor', '--pcap', '--address', address]
     : ['busctl', `--address=${address}`, 'capture']
   // BENCH_WRAP='chrt -b 0' runs our monitor under a command prefix (BENCH_WRAP_PEERS: the peers), for scheduling experiments.
-  const wrap = (process.env[kind === 'sysext-helper' ? 'BENCH_WRAP' : 'BENCH_WRAP_PEERS'] ?? '').split(' ').filter(Boolean)
+  const wrap = (process.env[ours(kind) ? 'BENCH_WRAP' : 'BENCH_WRAP_PEERS'] ?? '').split(' ').filter(Boolean)
   const child = spawn([...wrap, ...argv][0], [...wrap, ...argv].slice(1), {stdio: ['ignore', fd, errFd]})
   closeSync(fd)
   closeSync(errFd)
@@ -164,11 +166,11 @@ function cpuSeconds(pid: number | undefined): number {
   }
 }
 
-/** Messages our capture reported as dropped (its --json summary on stderr), or NaN. */
-function reportedDrops(file: string): number {
+/** A count from our capture's --json summary (on stderr, or on stdout when the pcap is not there), or NaN. */
+function reported(kind: Monitor, file: string, key: 'dropped' | 'messages'): number {
   try {
-    const text = readFileSync(`${file}.err`, 'utf8')
-    return Number((JSON.parse(text.slice(text.indexOf('{'))) as {dropped?: number}).dropped ?? NaN)
+    const text = readFileSync(kind === 'null-output' ? file : `${file}.err`, 'utf8')
+    return Number((JSON.parse(text.slice(text.indexOf('{'))) as Record<string, number>)[key] ?? NaN)
   } catch {
     return NaN
   }
@@ -250,8 +252,9 @@ async function runOne(address: string, busPid: number | undefined, kind: Monitor
     await settle(file)
     monitor.kill('SIGINT')
     await new Promise((resolve) => (monitor.exitCode !== null || monitor.signalCode !== null ? resolve(null) : monitor.once('exit', resolve)))
-    captured = countMarker(file, marker)
-    drops = kind === 'sysext-helper' ? reportedDrops(file) : NaN
+    // To /dev/null: what it wrote, all the bus's messages of the run (a few more than ours).
+    captured = kind === 'null-output' ? reported(kind, file, 'messages') : countMarker(file, marker)
+    drops = ours(kind) ? reported(kind, file, 'dropped') : NaN
   }
   const per = (a: number, b: number): number => ((b - a) / count) * 1e6
   return {
@@ -300,7 +303,7 @@ function report(title: string, results: Results, monitors: Monitor[], sizes: Arr
       console.log(
         `${String(size).padEnd(6)} ${kind.padEnd(15)} ${fmt(rate, 8, 0)}  ${fmt(rate / rateOf('none'), 7)}  ${fmt(rate / rateOf('dbus-monitor'), 11)}  ${fmt(rate / rateOf('busctl'), 9)}` +
           `  ${fmt(m((s) => s.senderRate), 11, 0)}  ${fmt(m((s) => s.cpu.monitor), 7, 1)}  ${fmt(m((s) => s.cpu.bus), 7, 1)}  ${fmt(m((s) => s.cpu.sender), 7, 1)}  ${fmt(m((s) => s.cpu.receiver), 7, 1)}` +
-          `  ${`${Math.min(...r.map((s) => s.received))}/${count}`.padEnd(14)}  ${(kind === 'none' ? '-' : `${Math.min(...r.map((s) => s.captured))}/${count}`).padEnd(14)}  ${kind === 'sysext-helper' ? Math.max(...r.map((s) => s.drops)) : '-'}`,
+          `  ${`${Math.min(...r.map((s) => s.received))}/${count}`.padEnd(14)}  ${(kind === 'none' ? '-' : `${Math.min(...r.map((s) => s.captured))}/${count}`).padEnd(14)}  ${ours(kind) ? Math.max(...r.map((s) => s.drops)) : '-'}`,
       )
     }
   }
