@@ -25,6 +25,7 @@ export default class Install extends BaseCommand {
     'keep-on-failure': Flags.boolean({description: 'Leave a failed installation merged for inspection instead of rolling back'}),
     stage: Flags.boolean({description: 'Always merge a staged copy, even of a tree that could be linked in place'}),
     timeout: Flags.integer({default: 25, min: 1, description: 'Seconds to wait for each activation check'}),
+    'expect-hash': Flags.string({description: "Refuse, changing nothing, unless the validated tree's content hash is this one (the hash of an earlier --dry-run)"}),
     enable: Flags.boolean({allowNo: true, default: true, description: 'Enable systemd-sysext.service for local and persistent targets, so the extension is merged again at boot (--no-enable: leave it as it is)'}),
   }
 
@@ -41,6 +42,7 @@ export default class Install extends BaseCommand {
       forceStage: flags.stage,
       enableBoot: flags.enable,
       timeoutS: flags.timeout,
+      expectHash: flags['expect-hash'],
     }, await createReporter(this.jsonEnabled()))
     if (!this.jsonEnabled()) this.log(renderInstall(result))
     return result

@@ -50,6 +50,8 @@ export const ManagerErrors = {
   Refused: 'io.github.sysext_helper.Manager1.Error.Refused',
   /** The app ships no extension tree (files/lib/extensions). */
   NoExtension: 'io.github.sysext_helper.Manager1.Error.NoExtension',
+  /** The extension changed between the dialog and the install (a Flatpak update?): nothing was installed; ask again. */
+  Changed: 'io.github.sysext_helper.Manager1.Error.Changed',
   /** Too many calls waiting. */
   LimitsExceeded: 'io.github.sysext_helper.Manager1.Error.LimitsExceeded',
   Failed: 'io.github.sysext_helper.Manager1.Error.Failed',

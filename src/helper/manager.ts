@@ -78,6 +78,7 @@ function refusalOf(error: CliError): Refusal {
   if (findings.length > 0)
     return new Refusal(ManagerErrors.Refused, `${error.message}\n${findings.map((f) => `${f.rule}: ${f.file}: ${f.message}`).join('\n')}`)
   if (error.code === 'APP_HAS_NO_EXTENSIONS') return new Refusal(ManagerErrors.NoExtension, error.message)
+  if (error.code === 'TREE_CHANGED') return new Refusal(ManagerErrors.Changed, `${error.message} (${error.hint})`)
   return new Refusal(ManagerErrors.Failed, `${error.message}${error.hint ? ` (${error.hint})` : ''}`)
 }
 
@@ -227,7 +228,8 @@ export async function runManager(options: ManagerOptions): Promise<void> {
         const details = dialogDetails(who.app, dry.result, extras)
         await authorize(msg, who, details, identity, 'RequestInstall')
         log(`RequestInstall: installing ${who.app} for ${describeIdentity(identity)} action=${who.action} ${JSON.stringify(details)}`)
-        const done = await cli(['install', who.app, '--target', opts.target])
+        // Exactly the tree the dialog described: a Flatpak update in between is refused, not installed unseen.
+        const done = await cli(['install', who.app, '--target', opts.target, '--expect-hash', String(dry.result.hash)])
         if (!done.ok) throw refusalOf(done.error)
         const r = done.result
         const verification = (r.verification ?? {}) as {merged?: boolean}

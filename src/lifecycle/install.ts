@@ -46,6 +46,11 @@ export interface InstallOptions extends ValidateOptions {
   timeoutS?: number
   lockTimeoutMs?: number
   paths?: Paths
+  /**
+   * Refuse, before anything changes, unless the validated tree has this content
+   * hash (the `hash` of an earlier dry run): what was shown for consent is what is merged.
+   */
+  expectHash?: string
 }
 
 export interface Verification {
@@ -331,7 +336,7 @@ async function stageSource(resolvedPath: string, trust: SourceTrust, parent: str
  * file, from a path, is judged and linked in place; everything else is copied
  * first and the copy is what is judged, hashed and merged.
  */
-export async function validateAndPlan(target: string, options: ValidateOptions & {forceStage?: boolean; dryRun?: boolean}, state: State, paths: Paths, targetKind: TargetKind, emit: Emit, steps: StepRecord[]): Promise<{validated: Validated; plan: InstallPlan}> {
+export async function validateAndPlan(target: string, options: ValidateOptions & {forceStage?: boolean; dryRun?: boolean; expectHash?: string}, state: State, paths: Paths, targetKind: TargetKind, emit: Emit, steps: StepRecord[]): Promise<{validated: Validated; plan: InstallPlan}> {
   const resolved = resolveTarget(target, options)
   assertTreeRoot(resolved.path)
   const trust = inspectSource(resolved.path)
@@ -378,6 +383,12 @@ export async function validateAndPlan(target: string, options: ValidateOptions &
       if (!(error instanceof HelperError && error.code === 'INSTALL_NEEDS_STAGE') || incoming) throw error
       await copy()
       result = await judge()
+    }
+    if (options.expectHash !== undefined && result.plan.hash !== options.expectHash) {
+      throw new HelperError('TREE_CHANGED', `The content of ${target} is not the one that was validated before (content hash ${result.plan.hash.slice(0, 16)}…, expected ${options.expectHash.slice(0, 16)}…); nothing was changed.`, {
+        step: 'validate',
+        hint: 'It changed in between (a Flatpak update?): look at it again (--dry-run) and ask again.',
+      })
     }
     if (!result.plan.newStage || options.dryRun) dropIncoming()
     return result

@@ -199,6 +199,30 @@ for (const flavor of FLAVORS) {
       assert.equal((await host.cli(['uninstall', 'forge'])).exitCode, 0)
     })
 
+    test('--expect-hash (what the Manager passes after the dialog): a tree changed since its dry run is refused before anything changes', async () => {
+      await dataTree(host, '/srv/shown', 'shown')
+      const shown = await json(host, ['install', '/srv/shown', '--name', 'shown', '--dry-run'])
+      assert.equal(shown.exitCode, 0, shown.stderr)
+      assert.match(shown.json.hash, /^[0-9a-f]{64}$/)
+      // The tree changes between the dialog and the install (a Flatpak update landing).
+      await dataTree(host, '/srv/shown', 'shown')
+      const before = await snapshot(host)
+      const r = await json(host, ['install', '/srv/shown', '--name', 'shown', '--no-verify', '--expect-hash', shown.json.hash])
+      assert.equal(r.exitCode, 1, r.stdout)
+      assert.equal(r.json.error.code, 'TREE_CHANGED')
+      assert.equal(r.json.error.step, 'validate')
+      assert.match(r.json.error.message, /nothing was changed/)
+      assert.equal(await snapshot(host), before)
+      assert.equal((await host.sh(`ls -A ${STAGES} 2>/dev/null | grep -c incoming`)).stdout.trim(), '0', 'no staged copy is left behind')
+      // The tree as it is now, shown again: installed.
+      const again = await json(host, ['install', '/srv/shown', '--name', 'shown', '--dry-run'])
+      const ok = await json(host, ['install', '/srv/shown', '--name', 'shown', '--no-verify', '--expect-hash', again.json.hash])
+      assert.equal(ok.exitCode, 0, ok.stdout + ok.stderr)
+      assert.equal(ok.json.hash, again.json.hash)
+      assert.ok((await merged(host)).includes('shown'))
+      assert.equal((await host.cli(['uninstall', 'shown'])).exitCode, 0)
+    })
+
     test('disk full while staging: STAGE_FAILED at the stage step, host unchanged, no refresh or reload', async () => {
       // Test1 merged and polkit running: a refresh or a polkit restart would show in the snapshot.
       assert.equal((await host.cli(['install', fixturePath('good'), '--name', TEST1])).exitCode, 0)
