@@ -24,7 +24,9 @@ export interface ConnectOptions {
   timeoutMs?: number
 }
 
-export type BusImplementation = 'dbus-daemon' | 'dbus-broker' | 'unknown'
+/** The programs a capture tells apart (they read differently: see capture.ts COALESCE_MS). */
+export const BUS_IMPLEMENTATIONS = ['dbus-daemon', 'dbus-broker', 'unknown'] as const
+export type BusImplementation = (typeof BUS_IMPLEMENTATIONS)[number]
 
 /** An error reply to one of our calls. */
 export class DBusCallError extends Error {

@@ -7,7 +7,7 @@ import {closeSync} from 'node:fs'
 import dbus from 'dbus-next'
 import '../capture/usocket-safe.js' // dbus-next's sockets are usockets too
 import type {CaptureSummary, StopReason} from '../capture/capture.js'
-import type {BusImplementation} from '../capture/connection.js'
+import {BUS_IMPLEMENTATIONS} from '../capture/connection.js'
 import {HelperError} from '../errors.js'
 import {HELPER_BUS_NAME, HELPER_INTERFACE, HELPER_OBJECT_PATH, HelperErrors} from './constants.js'
 
@@ -149,7 +149,7 @@ export async function captureViaHelper(req: HelperCaptureRequest): Promise<Captu
       droppedBytes: n('DroppedBytes'),
       droppedTooLarge: n('DroppedTooLarge'),
       fdsClosed: n('FdsClosed'),
-      busProgram: (['dbus-daemon', 'dbus-broker'].includes(String(stats.BusProgram?.value)) ? stats.BusProgram.value : 'unknown') as BusImplementation,
+      busProgram: BUS_IMPLEMENTATIONS.find((b) => b === stats.BusProgram?.value) ?? 'unknown',
       initialStateNames: n('InitialStateNames'),
       reason: reason === 'stopped' && req.signal?.aborted ? 'signal' : reason,
       flushed: stats.Flushed?.value === true,
